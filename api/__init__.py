@@ -1,0 +1,82 @@
+"""resq API: a thin Flask app. ``create_app`` builds it; nothing happens at import."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from flask import Flask, Response, g, jsonify, request
+
+from api import errors, models, responses
+from api.auth import Authenticator
+from api.context import Deps
+from shared import ids
+from shared.bus import EventBus, make_redis
+from shared.queue import enqueue_response, make_celery
+from shared.routing import Router
+from shared.settings import Settings
+from shared.store import Store, make_engine
+
+log = logging.getLogger(__name__)
+
+PUBLIC_PATHS = {"/healthz"}
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: Store | None = None,
+    bus: EventBus | None = None,
+    enqueue: Callable[[str], None] | None = None,
+) -> Flask:
+    settings = settings or Settings.from_env()
+    if enqueue is None:
+        celery = make_celery(settings)
+
+        def enqueue(response_id: str) -> None:
+            enqueue_response(celery, response_id)
+
+    auth = Authenticator(settings.api_keys)
+    if auth.open_mode:
+        log.warning(
+            "RESQ_API_KEYS is not set: resq is in OPEN DEV MODE and accepts every request "
+            "without an API key. Set RESQ_API_KEYS before exposing it."
+        )
+    app = Flask(__name__)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.compact = True  # type: ignore[attr-defined]
+    app.extensions["resq"] = Deps(
+        settings=settings,
+        store=store or Store(make_engine(settings.database_url)),
+        bus=bus
+        or EventBus(
+            make_redis(settings.redis_url, max_connections=5000),
+            ttl_seconds=settings.event_ttl_seconds,
+        ),
+        router=Router.from_file(settings.models_file),
+        auth=auth,
+        enqueue=enqueue,
+    )
+
+    @app.before_request
+    def _authenticate() -> None:
+        g.request_id = ids.new_id(ids.REQUEST)
+        g.enqueued = False
+        if request.path not in PUBLIC_PATHS:
+            g.tenant = auth.tenant(request)
+
+    @app.after_request
+    def _request_id(response: Response) -> Response:
+        response.headers["x-request-id"] = g.get("request_id") or ids.new_id(ids.REQUEST)
+        if response.status_code >= 400 and g.get("enqueued"):
+            response.headers["x-should-retry"] = "false"
+        return response
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify({"status": "ok"})
+
+    errors.register(app)
+    app.register_blueprint(responses.bp)
+    app.register_blueprint(models.bp)
+    return app

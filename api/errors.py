@@ -1,0 +1,58 @@
+"""Every error leaves the API as OpenAI's error body, with the right status.
+
+resq's own errors, pydantic errors, werkzeug's HTTP errors (404 route, 405 method, bad
+JSON) and anything unexpected: never a traceback, never an HTML page.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, g, jsonify
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+
+from shared import errors
+from shared.schema.validation import to_invalid_request
+
+log = logging.getLogger(__name__)
+
+
+def error_response(exc: errors.ResqError) -> Response:
+    response = jsonify(exc.body())
+    response.status_code = exc.status
+    if exc.should_retry is not None:
+        response.headers["x-should-retry"] = "true" if exc.should_retry else "false"
+    return response
+
+
+def _http(exc: HTTPException) -> Response:
+    if isinstance(exc, NotFound):
+        resq: errors.ResqError = errors.NotFound(
+            "Not found: this route does not exist on the resq API.", code="unknown_url"
+        )
+    elif isinstance(exc, MethodNotAllowed):
+        allowed = ", ".join(sorted(exc.valid_methods or []))
+        resq = errors.MethodNotAllowed(
+            f"Method not allowed for this route. Allowed: {allowed}.", code="method_not_allowed"
+        )
+    elif (exc.code or 500) < 500:
+        resq = errors.InvalidRequest(exc.description or exc.name, code="invalid_request")
+        resq.status = exc.code or 400
+    else:
+        resq = errors.ServerError("The server had an error while processing your request.")
+    return error_response(resq)
+
+
+def _unexpected(exc: Exception) -> Response:
+    log.exception("unhandled error in request %s", g.get("request_id"))
+    return error_response(
+        errors.ServerError("The server had an error while processing your request.")
+    )
+
+
+def register(app: Flask) -> None:
+    app.register_error_handler(errors.ResqError, error_response)
+    app.register_error_handler(ValidationError, lambda exc: error_response(to_invalid_request(exc)))
+    app.register_error_handler(HTTPException, _http)
+    app.register_error_handler(Exception, _unexpected)

@@ -1,0 +1,139 @@
+"""``/v1/responses``: create, retrieve, cancel, delete, input items."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, Response, g, jsonify, request
+
+from api import service
+from api.context import deps
+from api.sse import relay, sse_response
+from shared.errors import InvalidRequest
+
+bp = Blueprint("responses", __name__, url_prefix="/v1/responses")
+
+MAX_LIST_LIMIT = 100
+DEFAULT_LIST_LIMIT = 20
+
+
+def json_body() -> Any:
+    raw = request.get_data(cache=False)
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest(
+            "We could not parse the JSON body of your request. The body must be valid JSON.",
+            code="invalid_json",
+        ) from None
+
+
+def query_bool(name: str) -> bool:
+    raw = request.args.get(name)
+    if raw is None:
+        return False
+    if raw.lower() in {"true", "1"}:
+        return True
+    if raw.lower() in {"false", "0"}:
+        return False
+    raise InvalidRequest(
+        f"Invalid value for '{name}': expected a boolean, got '{raw}'.",
+        param=name,
+        code="invalid_value",
+    )
+
+
+def query_int(name: str, default: int | None, low: int, high: int | None = None) -> int | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidRequest(
+            f"Invalid type for '{name}': expected an integer, but got '{raw}'.",
+            param=name,
+            code="invalid_type",
+        ) from None
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise InvalidRequest(
+            f"Invalid '{name}': expected a value {bound}, but got {value}.",
+            param=name,
+            code="invalid_value",
+        )
+    return value
+
+
+@bp.post("")
+def create() -> Response:
+    d = deps()
+    row, req = service.create(d, json_body(), tenant=g.tenant)
+    g.enqueued = True
+    if req.stream:
+        return sse_response(relay(d, row.id, after=-1, cancel_on_disconnect=not row.background))
+    if row.background:
+        return jsonify(d.store.render(row, output=[]))
+    return jsonify(service.wait_for_end(d, row))
+
+
+@bp.get("/<response_id>")
+def retrieve(response_id: str) -> Response:
+    d = deps()
+    row = service.get_row(d, response_id, tenant=g.tenant)
+    if query_bool("stream"):
+        if not row.background:
+            raise InvalidRequest(
+                "Streaming is not enabled for this response: only background responses can "
+                "be streamed with GET.",
+                param="stream",
+                code="invalid_request",
+            )
+        after = query_int("starting_after", -1, -1)
+        assert after is not None
+        return sse_response(relay(d, row.id, after=after, cancel_on_disconnect=False))
+    return jsonify(d.store.render(row))
+
+
+@bp.delete("/<response_id>")
+def delete(response_id: str) -> Response:
+    return jsonify(service.delete(deps(), response_id, tenant=g.tenant))
+
+
+@bp.post("/<response_id>/cancel")
+def cancel(response_id: str) -> Response:
+    return jsonify(service.cancel(deps(), response_id, tenant=g.tenant))
+
+
+@bp.get("/<response_id>/input_items")
+def input_items(response_id: str) -> Response:
+    d = deps()
+    row = service.get_row(d, response_id, tenant=g.tenant)
+    limit = query_int("limit", DEFAULT_LIST_LIMIT, 1, MAX_LIST_LIMIT)
+    assert limit is not None
+    order = request.args.get("order", "desc")
+    if order not in {"asc", "desc"}:
+        raise InvalidRequest(
+            f"Invalid value: '{order}'. Supported values are: 'asc' and 'desc'.",
+            param="order",
+            code="invalid_value",
+        )
+    page = d.store.list_input_items(
+        response_id=row.id,
+        limit=limit,
+        order=order,
+        after=request.args.get("after"),
+        before=request.args.get("before"),
+    )
+    return jsonify(
+        {
+            "object": "list",
+            "data": page.items,
+            "first_id": page.items[0]["id"] if page.items else None,
+            "last_id": page.items[-1]["id"] if page.items else None,
+            "has_more": page.has_more,
+        }
+    )

@@ -1,0 +1,1 @@
+"""Code shared by the resq API and worker: wire schema, store, event bus, settings."""

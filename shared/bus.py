@@ -1,0 +1,100 @@
+"""The event bus: one Redis stream per response, the live fan-out and the replay log.
+
+Event ``sequence_number`` n is stored at stream entry id ``0-(n+1)``. Redis refuses an entry
+id that is not above the last one, so a sequence number can never be written twice with
+different events, and ``starting_after=N`` is a plain ``XREAD`` from entry ``0-(N+1)``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from shared import keys
+
+TERMINAL_EVENT_TYPES = frozenset({"response.completed", "response.failed", "response.incomplete"})
+
+
+def make_redis(url: str, *, max_connections: int = 1000) -> redis.Redis:
+    """A client whose pool blocks (rather than fails) when every connection is in use."""
+    pool = redis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=30)
+    return redis.Redis(connection_pool=pool)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    sequence_number: int
+    type: str
+    data: str  # the event's JSON, exactly as published
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in TERMINAL_EVENT_TYPES
+
+    def json(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.data)
+        return parsed
+
+
+def _entry_id(sequence_number: int) -> str:
+    return f"0-{sequence_number + 1}"
+
+
+def _sequence(entry_id: bytes | str) -> int:
+    raw = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(raw.split("-", 1)[1]) - 1
+
+
+def _decode(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> StoredEvent:
+    return StoredEvent(
+        sequence_number=_sequence(entry_id),
+        type=fields[b"t"].decode(),
+        data=fields[b"d"].decode(),
+    )
+
+
+class EventBus:
+    def __init__(self, client: redis.Redis, *, ttl_seconds: int) -> None:
+        self.redis = client
+        self.ttl_seconds = ttl_seconds
+
+    def publish(self, response_id: str, event: dict[str, Any]) -> None:
+        """Append one event; its ``sequence_number`` decides its place in the log."""
+        key = keys.events(response_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xadd(
+            key,
+            {"t": event["type"], "d": json.dumps(event, separators=(",", ":"))},
+            id=_entry_id(event["sequence_number"]),
+        )
+        pipe.expire(key, self.ttl_seconds)
+        pipe.execute()
+
+    def read(
+        self, response_id: str, *, after: int = -1, block_ms: int | None = None, count: int = 500
+    ) -> list[StoredEvent]:
+        """Events with ``sequence_number > after``; waits up to ``block_ms`` for new ones."""
+        result = self.redis.xread(
+            {keys.events(response_id): _entry_id(after)}, count=count, block=block_ms
+        )
+        if not result:
+            return []
+        _key, entries = result[0]
+        return [_decode(entry_id, fields) for entry_id, fields in entries]
+
+    def last(self, response_id: str) -> StoredEvent | None:
+        entries = self.redis.xrevrange(keys.events(response_id), count=1)
+        return _decode(*entries[0]) if entries else None
+
+    def request_cancel(self, response_id: str) -> None:
+        self.redis.set(keys.cancel(response_id), b"1", ex=keys.CANCEL_TTL_SECONDS)
+
+    def cancel_requested(self, response_id: str) -> bool:
+        return bool(self.redis.exists(keys.cancel(response_id)))
+
+    def drop(self, response_id: str) -> None:
+        self.redis.delete(keys.events(response_id), keys.cancel(response_id))

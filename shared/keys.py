@@ -1,0 +1,18 @@
+"""Every Redis key resq uses, and their lifetimes, in one place."""
+
+from __future__ import annotations
+
+PREFIX = "resq"
+QUEUE = "resq"  # the Celery queue jobs run on
+
+CANCEL_TTL_SECONDS = 24 * 3600
+
+
+def events(response_id: str) -> str:
+    """The stream holding a response's events, ``sequence_number`` n at entry id ``0-(n+1)``."""
+    return f"{PREFIX}:events:{response_id}"
+
+
+def cancel(response_id: str) -> str:
+    """Set when a cancel was asked for; the worker checks it between upstream chunks."""
+    return f"{PREFIX}:cancel:{response_id}"

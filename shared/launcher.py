@@ -1,0 +1,123 @@
+"""``make run``: the whole embedded stack in one command.
+
+Starts a private Redis (unless ``REDIS_URL`` is set), migrates the database, then runs the
+API (gunicorn, gevent worker) and one Celery worker (gevent pool) as child processes. Prints
+the URL and a curl to try. SIGINT/SIGTERM stop everything it started.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from types import FrameType
+
+from shared.embedded_redis import EmbeddedRedis
+from shared.routing import BUILTIN_MODEL
+from shared.settings import Settings
+from shared.store import migrate
+
+log = logging.getLogger("resq")
+
+
+def api_command(settings: Settings) -> list[str]:
+    return [
+        sys.executable, "-m", "gunicorn", "api.wsgi:app",
+        "--worker-class", "gevent", "--workers", "1", "--worker-connections", "2000",
+        "--bind", f"{settings.host}:{settings.port}", "--graceful-timeout", "10",
+        "--access-logfile", "-", "--log-level", "warning",
+    ]
+
+
+def worker_command(settings: Settings, name: str = "resq@%h") -> list[str]:
+    return [
+        sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+        "--pool", "gevent", "--concurrency", str(settings.worker_concurrency),
+        "--queues", "resq", "--hostname", name, "--loglevel", settings.log_level,
+        "--without-gossip", "--without-mingle",
+    ]
+
+
+def wait_healthy(url: str, timeout: float, processes: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in processes):
+            raise RuntimeError("a resq process exited during start-up (see its output above)")
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the API did not answer on {url} within {timeout:g} s")
+
+
+def stop_all(processes: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> None:
+    for p in processes:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for p in processes:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="resq: %(message)s")
+    settings = Settings.from_env()
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    redis_server = None
+    if not settings.redis_url:
+        redis_server = EmbeddedRedis(settings.var_dir / "redis").start()
+        env["REDIS_URL"] = redis_server.url
+        log.info("started a private Redis at %s (data in %s)", redis_server.url,
+                 settings.var_dir / "redis")
+    env["DATABASE_URL"] = settings.database_url
+    migrate.upgrade(settings.database_url)
+    settings = Settings.from_env(env)
+    processes: list[subprocess.Popen[bytes]] = []
+    stopping = False
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        processes.append(subprocess.Popen(api_command(settings), env=env))
+        processes.append(subprocess.Popen(worker_command(settings), env=env))
+        url = f"http://{settings.host}:{settings.port}"
+        wait_healthy(url, 60, processes)
+        print(
+            f"\nresq is running at {url}/v1  (Ctrl-C stops it)\n\n"
+            f"  curl -s {url}/v1/responses -H 'Content-Type: application/json' \\\n"
+            f"    -d '{{\"model\": \"{BUILTIN_MODEL}\", \"input\": \"hi\"}}'\n",
+            flush=True,
+        )
+        while not stopping:
+            if any(p.poll() is not None for p in processes):
+                log.error("a resq process exited; stopping the rest")
+                return 1
+            time.sleep(0.2)
+        return 0
+    except RuntimeError as exc:
+        log.error("%s", exc)
+        return 1
+    finally:
+        log.info("stopping")
+        stop_all(processes)
+        if redis_server is not None:
+            redis_server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

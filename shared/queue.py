@@ -1,0 +1,38 @@
+"""The Celery app both sides share: the API sends tasks by name, the worker runs them."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from shared import keys
+from shared.settings import Settings
+
+RUN_RESPONSE = "resq.run_response"
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("resq", broker=settings.redis_url, set_as_current=False)
+    concurrency = max(settings.worker_concurrency, 10)
+    app.conf.update(
+        task_default_queue=keys.QUEUE,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        result_backend=None,
+        broker_connection_retry_on_startup=True,
+        broker_pool_limit=concurrency,
+        broker_transport_options={
+            # Longer than the longest job, so a running job is not redelivered while alive.
+            "visibility_timeout": 6 * 3600,
+            "max_connections": concurrency * 2 + 20,
+        },
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+    return app
+
+
+def enqueue_response(app: Celery, response_id: str) -> None:
+    """Queue ``run_response``; the task id is the response id (redelivery-safe)."""
+    app.send_task(RUN_RESPONSE, args=[response_id], task_id=response_id, queue=keys.QUEUE)

@@ -1,0 +1,1 @@
+"""The Responses wire schema: requests, items, the Response object, events."""

@@ -1,0 +1,119 @@
+"""Settings: every environment variable resq reads is read here, once.
+
+Each setting is documented in README.md ("Configuration").
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_VAR_DIR = "var"
+DEFAULT_EVENT_TTL_SECONDS = 24 * 3600
+DEFAULT_SYNC_TIMEOUT_SECONDS = 3600.0
+DEFAULT_CANCEL_WAIT_SECONDS = 5.0
+DEFAULT_UPSTREAM_TIMEOUT_SECONDS = 60.0
+DEFAULT_WORKER_CONCURRENCY = 100
+
+
+class SettingsError(ValueError):
+    """A setting has a value resq cannot use."""
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+
+def parse_api_keys(raw: str) -> dict[str, str]:
+    """Parse ``RESQ_API_KEYS``: comma-separated ``key`` or ``key:tenant`` entries.
+
+    A bare key is its own tenant name's source: the tenant becomes ``key_<first 8 chars>``.
+    """
+    keys: dict[str, str] = {}
+    for entry in raw.split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        key, _, tenant = entry.partition(":")
+        key = key.strip()
+        if not key:
+            raise SettingsError("RESQ_API_KEYS has an entry with an empty key")
+        keys[key] = tenant.strip() or f"key_{key[:8]}"
+    return keys
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    var_dir: Path = Path(DEFAULT_VAR_DIR)
+    database_url: str = ""
+    redis_url: str = ""
+    api_keys: dict[str, str] = field(default_factory=dict)
+    models_file: Path | None = None
+    event_ttl_seconds: int = DEFAULT_EVENT_TTL_SECONDS
+    sync_timeout_seconds: float = DEFAULT_SYNC_TIMEOUT_SECONDS
+    cancel_wait_seconds: float = DEFAULT_CANCEL_WAIT_SECONDS
+    upstream_timeout_seconds: float = DEFAULT_UPSTREAM_TIMEOUT_SECONDS
+    worker_concurrency: int = DEFAULT_WORKER_CONCURRENCY
+    log_level: str = "INFO"
+
+    @property
+    def open_mode(self) -> bool:
+        """No API keys configured: every request is accepted as the ``default`` tenant."""
+        return not self.api_keys
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        var_dir = Path(env.get("RESQ_VAR_DIR") or DEFAULT_VAR_DIR)
+        database_url = env.get("DATABASE_URL") or f"sqlite:///{var_dir / 'resq.db'}"
+        models_file = env.get("RESQ_MODELS_FILE")
+        return cls(
+            host=env.get("RESQ_HOST") or DEFAULT_HOST,
+            port=_int(env, "RESQ_PORT", DEFAULT_PORT),
+            var_dir=var_dir,
+            database_url=normalize_database_url(database_url),
+            redis_url=env.get("REDIS_URL", ""),
+            api_keys=parse_api_keys(env.get("RESQ_API_KEYS", "")),
+            models_file=Path(models_file) if models_file else None,
+            event_ttl_seconds=_int(env, "RESQ_EVENT_TTL_SECONDS", DEFAULT_EVENT_TTL_SECONDS),
+            sync_timeout_seconds=_float(
+                env, "RESQ_SYNC_TIMEOUT_SECONDS", DEFAULT_SYNC_TIMEOUT_SECONDS
+            ),
+            cancel_wait_seconds=_float(
+                env, "RESQ_CANCEL_WAIT_SECONDS", DEFAULT_CANCEL_WAIT_SECONDS
+            ),
+            upstream_timeout_seconds=_float(
+                env, "RESQ_UPSTREAM_TIMEOUT_SECONDS", DEFAULT_UPSTREAM_TIMEOUT_SECONDS
+            ),
+            worker_concurrency=_int(env, "RESQ_WORKER_CONCURRENCY", DEFAULT_WORKER_CONCURRENCY),
+            log_level=(env.get("RESQ_LOG_LEVEL") or "INFO").upper(),
+        )
+
+
+def normalize_database_url(url: str) -> str:
+    """Make ``postgres://`` and ``postgresql://`` URLs use psycopg 3."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url

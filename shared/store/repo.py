@@ -1,0 +1,290 @@
+"""Every SQL query resq runs. Keyword-only methods; rows in, wire data out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, update
+from sqlalchemy.pool import NullPool
+from sqlmodel import Session, col, delete, select
+
+from shared.errors import InvalidRequest
+from shared.schema.response import TERMINAL_STATUSES, Status, response_object
+from shared.store.tables import INPUT, OUTPUT, ItemRow, ResponseRow
+
+ACTIVE_STATUSES = (Status.QUEUED.value, Status.IN_PROGRESS.value)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+    """An engine for SQLite (WAL, foreign keys on) or Postgres (psycopg 3)."""
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, poolclass=NullPool
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size * 4, pool_pre_ping=True)
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict[str, Any]]
+    has_more: bool
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    # ---- create and read ---------------------------------------------------------------
+
+    def create_response(self, *, row: ResponseRow, input_items: Iterable[dict[str, Any]]) -> None:
+        with self.session() as s:
+            s.add(row)
+            s.flush()
+            s.add_all(_item_rows(row.id, INPUT, input_items))
+            s.commit()
+
+    def get_response(self, *, response_id: str, tenant: str | None = None) -> ResponseRow | None:
+        with self.session() as s:
+            row = s.get(ResponseRow, response_id)
+        if row is None or (tenant is not None and row.tenant != tenant):
+            return None
+        return row
+
+    def items(self, *, response_id: str, kind: str) -> list[dict[str, Any]]:
+        with self.session() as s:
+            rows = s.exec(
+                select(ItemRow)
+                .where(ItemRow.response_id == response_id, ItemRow.kind == kind)
+                .order_by(col(ItemRow.position))
+            ).all()
+        return [r.data for r in rows]
+
+    def render(
+        self, row: ResponseRow, output: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """The Response object for a row (reads its output items unless given)."""
+        if output is None:
+            output = self.items(response_id=row.id, kind=OUTPUT)
+        return response_object(
+            response_id=row.id,
+            created_at=row.created_at,
+            status=row.status,
+            params=row.params,
+            output=output,
+            completed_at=row.completed_at,
+            error=row.error,
+            incomplete_details=row.incomplete_details,
+            usage=row.usage,
+        )
+
+    def find_item(self, *, tenant: str, item_id: str) -> dict[str, Any] | None:
+        """The newest stored item with this id among the tenant's responses."""
+        with self.session() as s:
+            found = s.exec(
+                select(ItemRow)
+                .join(ResponseRow, col(ResponseRow.id) == col(ItemRow.response_id))
+                .where(ItemRow.item_id == item_id, ResponseRow.tenant == tenant)
+                .order_by(col(ItemRow.pk).desc())
+                .limit(1)
+            ).first()
+        return found.data if found else None
+
+    def list_input_items(
+        self,
+        *,
+        response_id: str,
+        limit: int,
+        order: str = "desc",
+        after: str | None = None,
+        before: str | None = None,
+    ) -> Page:
+        """One page of a response's input items; ``after``/``before`` are item ids."""
+        with self.session() as s:
+            base = select(ItemRow).where(ItemRow.response_id == response_id, ItemRow.kind == INPUT)
+            query = base
+            for cursor, name, forward in ((after, "after", True), (before, "before", False)):
+                if cursor is None:
+                    continue
+                anchor = s.exec(base.where(ItemRow.item_id == cursor)).first()
+                if anchor is None:
+                    raise InvalidRequest(
+                        f"No input item with id '{cursor}' in response '{response_id}'.",
+                        param=name,
+                        code="invalid_value",
+                    )
+                later = (order == "asc") == forward
+                query = query.where(
+                    col(ItemRow.position) > anchor.position
+                    if later
+                    else col(ItemRow.position) < anchor.position
+                )
+            ordering = (
+                col(ItemRow.position).asc() if order == "asc" else col(ItemRow.position).desc()
+            )
+            if before is not None and after is None:
+                # Walk backwards from the cursor, then restore the requested order.
+                reverse = (
+                    col(ItemRow.position).desc() if order == "asc" else col(ItemRow.position).asc()
+                )
+                rows = list(s.exec(query.order_by(reverse).limit(limit + 1)).all())
+                has_more = len(rows) > limit
+                rows = list(reversed(rows[:limit]))
+            else:
+                rows = list(s.exec(query.order_by(ordering).limit(limit + 1)).all())
+                has_more = len(rows) > limit
+                rows = rows[:limit]
+        return Page(items=[r.data for r in rows], has_more=has_more)
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    def claim(self, *, response_id: str, now: int) -> ResponseRow | None:
+        """Atomically take a job that has not started yet; None if it is terminal or taken."""
+        with self.session() as s:
+            result = s.execute(
+                update(ResponseRow)
+                .where(
+                    col(ResponseRow.id) == response_id,
+                    col(ResponseRow.status).in_(ACTIVE_STATUSES),
+                    col(ResponseRow.started_at).is_(None),
+                )
+                .values(
+                    status=Status.IN_PROGRESS.value,
+                    started_at=now,
+                    attempts=ResponseRow.attempts + 1,  # type: ignore[operator]
+                )
+            )
+            s.commit()
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            return s.get(ResponseRow, response_id)
+
+    def save_output_item(self, *, response_id: str, position: int, item: dict[str, Any]) -> None:
+        """Insert or replace the output item at ``position`` (no-op once the response is
+        deleted)."""
+        with self.session() as s:
+            if s.get(ResponseRow, response_id) is None:
+                return
+            _replace_outputs(s, response_id, {position: item})
+            s.commit()
+
+    def finish(
+        self,
+        *,
+        response_id: str,
+        status: Status,
+        now: int,
+        output: list[dict[str, Any]],
+        error: dict[str, Any] | None = None,
+        incomplete_details: dict[str, Any] | None = None,
+        usage: dict[str, Any] | None = None,
+        from_statuses: tuple[str, ...] = (Status.IN_PROGRESS.value,),
+    ) -> ResponseRow | None:
+        """Write the outcome of a run. The output is always kept; the status only changes
+        from one of ``from_statuses`` (a cancel that landed first is never overwritten).
+        Returns the row as stored afterwards, or None if the response was deleted."""
+        assert status in TERMINAL_STATUSES
+        with self.session() as s:
+            if s.get(ResponseRow, response_id) is None:
+                return None
+            _replace_outputs(s, response_id, dict(enumerate(output)), truncate=True)
+            s.execute(
+                update(ResponseRow)
+                .where(
+                    col(ResponseRow.id) == response_id,
+                    col(ResponseRow.status).in_(from_statuses),
+                )
+                .values(
+                    status=status.value,
+                    ended_at=now,
+                    completed_at=now if status == Status.COMPLETED else None,
+                    error=error,
+                    incomplete_details=incomplete_details,
+                    usage=usage,
+                )
+            )
+            s.commit()
+            return s.get(ResponseRow, response_id)
+
+    def cancel(self, *, response_id: str, now: int) -> str | None:
+        """Mark a job cancelled if it has not ended. Returns the status it had, or None if
+        it was already terminal (or is gone)."""
+        with self.session() as s:
+            row = s.get(ResponseRow, response_id)
+            if row is None or row.status not in ACTIVE_STATUSES:
+                return None
+            previous = row.status
+            result = s.execute(
+                update(ResponseRow)
+                .where(col(ResponseRow.id) == response_id, col(ResponseRow.status) == previous)
+                .values(status=Status.CANCELLED.value, ended_at=now)
+            )
+            s.commit()
+            return previous if result.rowcount == 1 else None  # type: ignore[attr-defined]
+
+    def delete_response(self, *, response_id: str, tenant: str) -> bool:
+        with self.session() as s:
+            row = s.get(ResponseRow, response_id)
+            if row is None or row.tenant != tenant:
+                return False
+            s.execute(delete(ItemRow).where(col(ItemRow.response_id) == response_id))
+            s.delete(row)
+            s.commit()
+            return True
+
+    def count_responses(self) -> int:
+        with self.session() as s:
+            return int(s.exec(select(func.count()).select_from(ResponseRow)).one())
+
+
+def _item_rows(response_id: str, kind: str, items: Iterable[dict[str, Any]]) -> list[ItemRow]:
+    return [
+        ItemRow(
+            response_id=response_id,
+            kind=kind,
+            position=i,
+            item_id=item["id"],
+            type=item["type"],
+            data=item,
+        )
+        for i, item in enumerate(items)
+    ]
+
+
+def _replace_outputs(
+    s: Session, response_id: str, items: dict[int, dict[str, Any]], truncate: bool = False
+) -> None:
+    where = [col(ItemRow.response_id) == response_id, col(ItemRow.kind) == OUTPUT]
+    if truncate:
+        s.execute(delete(ItemRow).where(*where))
+    elif items:
+        s.execute(delete(ItemRow).where(*where, col(ItemRow.position).in_(list(items))))
+    s.add_all(
+        ItemRow(
+            response_id=response_id,
+            kind=OUTPUT,
+            position=pos,
+            item_id=item["id"],
+            type=item["type"],
+            data=item,
+        )
+        for pos, item in items.items()
+    )

@@ -1,0 +1,1 @@
+"""resq worker: the Celery tasks, the model loop and the providers."""

@@ -1,0 +1,227 @@
+"""Run one response: claim it, call the provider, publish events, persist the outcome.
+
+Dependencies come in as arguments (store, bus, provider lookup), so this runs the same in
+a Celery task and in a unit test with stand-ins at the boundaries.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass
+from typing import Any
+
+from shared.bus import EventBus
+from shared.errors import ResqError
+from shared.schema.response import Status, response_object, usage_object
+from shared.store import Store
+from shared.store.tables import INPUT, ResponseRow
+from worker.providers.base import Provider, ProviderError, ProviderRequest
+from worker.stream_state import StreamState
+
+log = logging.getLogger(__name__)
+
+CANCEL_CHECK_SECONDS = 0.05
+
+TERMINAL_EVENT = {
+    Status.COMPLETED: "response.completed",
+    Status.FAILED: "response.failed",
+    Status.INCOMPLETE: "response.incomplete",
+    # The SDK's event union has no ``response.cancelled``; a cancelled run ends its stream
+    # with ``response.incomplete`` carrying the Response whose status is ``cancelled``.
+    Status.CANCELLED: "response.incomplete",
+}
+
+
+class Emitter:
+    """Stamps gap-free sequence numbers (the only place they are stamped) and publishes."""
+
+    def __init__(self, bus: EventBus, response_id: str, start: int = 0) -> None:
+        self.bus = bus
+        self.response_id = response_id
+        self.next = start
+
+    def emit(self, event: dict[str, Any]) -> None:
+        stamped = {
+            "type": event["type"],
+            "sequence_number": self.next,
+            **{k: v for k, v in event.items() if k != "type"},
+        }
+        self.bus.publish(self.response_id, stamped)
+        self.next += 1
+
+
+@dataclass
+class Outcome:
+    status: Status
+    error: dict[str, Any] | None = None
+    incomplete_details: dict[str, Any] | None = None
+
+
+def _provider_request(row: ResponseRow, input_items: list[dict[str, Any]]) -> ProviderRequest:
+    p = row.params
+    return ProviderRequest(
+        model=row.model,
+        input_items=input_items,
+        instructions=p.get("instructions"),
+        tools=p.get("tools") or [],
+        tool_choice=p.get("tool_choice", "auto"),
+        parallel_tool_calls=p.get("parallel_tool_calls", True),
+        max_output_tokens=p.get("max_output_tokens"),
+        temperature=p.get("temperature"),
+        top_p=p.get("top_p"),
+        reasoning=p.get("reasoning"),
+        text=p.get("text"),
+    )
+
+
+def _snapshot(row: ResponseRow, status: Status) -> dict[str, Any]:
+    return response_object(
+        response_id=row.id,
+        created_at=row.created_at,
+        status=status.value,
+        params=row.params,
+        output=[],
+    )
+
+
+class Run:
+    def __init__(
+        self,
+        row: ResponseRow,
+        *,
+        store: Store,
+        bus: EventBus,
+        provider: Provider,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.row = row
+        self.store = store
+        self.bus = bus
+        self.provider = provider
+        self.clock = clock
+        self.emitter = Emitter(bus, row.id)
+        self.state = StreamState()
+
+    def start_events(self) -> None:
+        if self.row.background:
+            self.emitter.emit(
+                {"type": "response.created", "response": _snapshot(self.row, Status.QUEUED)}
+            )
+            self.emitter.emit(
+                {"type": "response.queued", "response": _snapshot(self.row, Status.QUEUED)}
+            )
+        else:
+            self.emitter.emit(
+                {"type": "response.created", "response": _snapshot(self.row, Status.IN_PROGRESS)}
+            )
+        self.emitter.emit(
+            {"type": "response.in_progress", "response": _snapshot(self.row, Status.IN_PROGRESS)}
+        )
+
+    def _publish(self, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            self.emitter.emit(event)
+        for index in self.state.done_indexes:
+            self.store.save_output_item(
+                response_id=self.row.id, position=index, item=self.state.output[index]
+            )
+
+    def generate(self) -> Outcome:
+        """Stream from the provider until it finishes, fails, or a cancel arrives."""
+        request = _provider_request(self.row, self.store.items(response_id=self.row.id, kind=INPUT))
+        if self.bus.cancel_requested(self.row.id):
+            return Outcome(Status.CANCELLED)
+        last_check = time.monotonic()
+        try:
+            with closing(self.provider.stream(request)) as deltas:  # type: ignore[type-var]
+                for delta in deltas:
+                    self._publish(self.state.apply(delta))
+                    now = time.monotonic()
+                    if now - last_check >= CANCEL_CHECK_SECONDS:
+                        last_check = now
+                        if self.bus.cancel_requested(self.row.id):
+                            return Outcome(Status.CANCELLED)
+        except ProviderError as exc:
+            log.warning("response %s: provider failed: %s", self.row.id, exc.message)
+            return Outcome(Status.FAILED, error={"code": exc.code, "message": exc.message})
+        reason = self.state.finish_reason
+        if reason in ("length", "content_filter"):
+            detail = "max_output_tokens" if reason == "length" else "content_filter"
+            return Outcome(Status.INCOMPLETE, incomplete_details={"reason": detail})
+        return Outcome(Status.COMPLETED)
+
+    def finish(self, outcome: Outcome) -> None:
+        item_status = "completed" if outcome.status == Status.COMPLETED else "incomplete"
+        self._publish(self.state.close(item_status))
+        usage = self.state.usage
+        from_statuses: tuple[str, ...] = (Status.IN_PROGRESS.value,)
+        if outcome.status == Status.CANCELLED:
+            from_statuses += (Status.CANCELLED.value,)
+        row = self.store.finish(
+            response_id=self.row.id,
+            status=outcome.status,
+            now=int(self.clock()),
+            output=self.state.output,
+            error=outcome.error,
+            incomplete_details=outcome.incomplete_details,
+            usage=usage_object(
+                usage.input_tokens, usage.output_tokens, usage.reasoning_tokens, usage.cached_tokens
+            )
+            if usage
+            else None,
+            from_statuses=from_statuses,
+        )
+        if row is None:
+            log.info("response %s: deleted while running; dropping its events", self.row.id)
+            self.bus.drop(self.row.id)
+            return
+        final = self.store.render(row, output=self.state.output)
+        self.emitter.emit({"type": TERMINAL_EVENT[Status(row.status)], "response": final})
+        log.info("response %s: %s", row.id, row.status)
+
+
+def execute(
+    response_id: str,
+    *,
+    store: Store,
+    bus: EventBus,
+    provider_for: Callable[[str], Provider],
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """Run a queued response to its end. Does nothing if it already ended or started."""
+    row = store.claim(response_id=response_id, now=int(clock()))
+    if row is None:
+        log.info("response %s: not claimable (ended, cancelled or taken); skipping", response_id)
+        return
+    try:
+        provider = provider_for(row.model)
+    except ResqError as exc:
+        provider = _Failing(exc.message)
+    run = Run(row, store=store, bus=bus, provider=provider, clock=clock)
+    run.start_events()
+    try:
+        outcome = run.generate()
+    except Exception:
+        log.exception("response %s: unexpected error in the run", response_id)
+        outcome = Outcome(
+            Status.FAILED,
+            error={
+                "code": "server_error",
+                "message": "resq worker error while running the response",
+            },
+        )
+    run.finish(outcome)
+
+
+class _Failing:
+    """A provider that fails at once (the route disappeared since the response was queued)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def stream(self, request: ProviderRequest) -> Any:
+        raise ProviderError(self.message)
+        yield  # pragma: no cover

@@ -1,0 +1,1 @@
+"""Upstream adapters. Each yields normalised deltas (``worker.providers.base``)."""

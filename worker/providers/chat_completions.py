@@ -1,0 +1,254 @@
+"""Any OpenAI-compatible Chat Completions server (OpenAI, vLLM, Ollama, llama.cpp), over httpx.
+
+Always streams from upstream (``stream: true`` with ``include_usage``), so a cancel takes
+effect between chunks even when the client did not ask to stream.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Iterator
+from functools import lru_cache
+from typing import Any
+
+import httpx
+
+from worker.providers.base import (
+    Delta,
+    Finish,
+    FinishReason,
+    ProviderError,
+    ProviderRequest,
+    ReasoningDelta,
+    RefusalDelta,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+    message_text,
+)
+
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "content_filter": "content_filter",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+}
+
+
+@lru_cache(maxsize=1)
+def ssl_context() -> ssl.SSLContext:
+    """One CA bundle load per process (building a context costs ~20 ms of CPU)."""
+    return ssl.create_default_context()
+
+
+def _content_parts(item: dict[str, Any]) -> str | list[dict[str, Any]]:
+    content = item.get("content")
+    if isinstance(content, str):
+        return content
+    parts: list[dict[str, Any]] = []
+    for part in content or []:
+        ptype = part.get("type")
+        if ptype in {"input_text", "output_text"}:
+            parts.append({"type": "text", "text": part.get("text", "")})
+        elif ptype == "refusal":
+            parts.append({"type": "text", "text": part.get("refusal", "")})
+        elif ptype == "input_image" and part.get("image_url"):
+            parts.append({"type": "image_url", "image_url": {"url": part["image_url"]}})
+    if all(p["type"] == "text" for p in parts):
+        return "".join(p["text"] for p in parts)
+    return parts
+
+
+def to_messages(request: ProviderRequest) -> list[dict[str, Any]]:
+    """Responses input items → Chat Completions messages."""
+    messages: list[dict[str, Any]] = []
+    if request.instructions:
+        messages.append({"role": "system", "content": request.instructions})
+    for item in request.input_items:
+        itype = item.get("type")
+        if itype == "message":
+            role = "system" if item["role"] == "developer" else item["role"]
+            if role == "assistant":
+                messages.append({"role": "assistant", "content": message_text(item)})
+            else:
+                messages.append({"role": role, "content": _content_parts(item)})
+        elif itype == "function_call":
+            call = {
+                "id": item["call_id"],
+                "type": "function",
+                "function": {"name": item["name"], "arguments": item.get("arguments", "")},
+            }
+            last = messages[-1] if messages else None
+            if last and last["role"] == "assistant" and "tool_calls" in last:
+                last["tool_calls"].append(call)
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif itype == "function_call_output":
+            output = item.get("output")
+            if not isinstance(output, str):
+                output = message_text({"content": output})
+            messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": output})
+    return messages
+
+
+def to_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for tool in tools:
+        if tool.get("type") != "function":
+            continue
+        fn = {
+            k: tool[k]
+            for k in ("name", "description", "parameters", "strict")
+            if tool.get(k) is not None
+        }
+        out.append({"type": "function", "function": fn})
+    return out
+
+
+def _tool_choice(choice: Any) -> Any:
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        return {"type": "function", "function": {"name": choice["name"]}}
+    return choice
+
+
+def build_body(request: ProviderRequest, upstream_model: str) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": upstream_model,
+        "messages": to_messages(request),
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if request.max_output_tokens is not None:
+        body["max_tokens"] = request.max_output_tokens
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    tools = to_tools(request.tools)
+    if tools:
+        body["tools"] = tools
+        body["tool_choice"] = _tool_choice(request.tool_choice)
+        body["parallel_tool_calls"] = request.parallel_tool_calls
+    fmt = (request.text or {}).get("format") or {}
+    if fmt.get("type") == "json_schema":
+        schema = {k: fmt[k] for k in ("name", "schema", "strict", "description") if k in fmt}
+        body["response_format"] = {"type": "json_schema", "json_schema": schema}
+    elif fmt.get("type") == "json_object":
+        body["response_format"] = {"type": "json_object"}
+    effort = (request.reasoning or {}).get("effort")
+    if effort:
+        body["reasoning_effort"] = effort
+    return body
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        data = json.loads(response.read())
+        err = data.get("error", data)
+        if isinstance(err, dict):
+            return str(err.get("message") or err)
+        return str(err)
+    except (ValueError, AttributeError):
+        return response.text[:500]
+
+
+def parse_chunk(chunk: dict[str, Any]) -> Iterator[Delta]:
+    """One ``chat.completion.chunk`` → deltas."""
+    if chunk.get("error"):
+        err = chunk["error"]
+        message = err.get("message") if isinstance(err, dict) else str(err)
+        raise ProviderError(f"upstream sent an error in the stream: {message}")
+    for choice in chunk.get("choices") or []:
+        delta = choice.get("delta") or {}
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if reasoning:
+            yield ReasoningDelta(reasoning)
+        if delta.get("content"):
+            yield TextDelta(delta["content"])
+        if delta.get("refusal"):
+            yield RefusalDelta(delta["refusal"])
+        for call in delta.get("tool_calls") or []:
+            fn = call.get("function") or {}
+            yield ToolCallDelta(
+                index=int(call.get("index", 0)),
+                call_id=call.get("id"),
+                name=fn.get("name"),
+                arguments=fn.get("arguments") or "",
+            )
+        if choice.get("finish_reason"):
+            yield Finish(_FINISH.get(choice["finish_reason"], "stop"))
+    usage = chunk.get("usage")
+    if usage:
+        yield Usage(
+            input_tokens=int(usage.get("prompt_tokens") or 0),
+            output_tokens=int(usage.get("completion_tokens") or 0),
+            reasoning_tokens=int(
+                (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
+            ),
+            cached_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
+        )
+
+
+class ChatCompletionsProvider:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str | None,
+        upstream_model: str | None = None,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.upstream_model = upstream_model
+        self.timeout = timeout
+        self.transport = transport
+
+    def _client(self) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        return httpx.Client(
+            headers=headers,
+            timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
+            verify=ssl_context(),
+            transport=self.transport,
+        )
+
+    def stream(self, request: ProviderRequest) -> Iterator[Delta]:
+        url = f"{self.base_url}/chat/completions"
+        body = build_body(request, self.upstream_model or request.model)
+        try:
+            with self._client() as client, client.stream("POST", url, json=body) as response:
+                if response.status_code >= 400:
+                    raise ProviderError(
+                        f"upstream {url} answered HTTP {response.status_code}: "
+                        f"{_error_message(response)}",
+                        code="rate_limit_exceeded"
+                        if response.status_code == 429
+                        else "server_error",
+                        status=response.status_code,
+                    )
+                yield from self._events(response)
+        except httpx.TimeoutException as exc:
+            raise ProviderError(
+                f"upstream {url} timed out after {self.timeout:g} s ({type(exc).__name__})"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise ProviderError(f"could not reach upstream {url}: {exc}") from exc
+
+    def _events(self, response: httpx.Response) -> Iterator[Delta]:
+        for line in response.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                return
+            try:
+                chunk = json.loads(data)
+            except json.JSONDecodeError as exc:
+                raise ProviderError(
+                    f"upstream sent a chunk that is not JSON: {data[:200]}"
+                ) from exc
+            yield from parse_chunk(chunk)

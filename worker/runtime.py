@@ -1,0 +1,61 @@
+"""What a worker process needs, built once per process from the settings."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+
+from shared.bus import EventBus, make_redis
+from shared.routing import BUILTIN, Route, Router
+from shared.settings import Settings
+from shared.store import Store, make_engine
+from worker.providers.base import Provider
+from worker.providers.builtin import BuiltinModel
+from worker.providers.chat_completions import ChatCompletionsProvider
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    store: Store
+    bus: EventBus
+    router: Router
+
+    def provider_for(self, model: str) -> Provider:
+        return make_provider(self.router.resolve(model), self.settings)
+
+
+def make_provider(route: Route, settings: Settings) -> Provider:
+    if route.provider == BUILTIN:
+        return BuiltinModel()
+    assert route.base_url is not None
+    return ChatCompletionsProvider(
+        base_url=route.base_url,
+        api_key=os.environ.get(route.api_key_env) if route.api_key_env else None,
+        upstream_model=route.upstream_model,
+        timeout=route.timeout_seconds or settings.upstream_timeout_seconds,
+    )
+
+
+_lock = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def _build() -> Runtime:
+    settings = Settings.from_env()
+    redis_client = make_redis(
+        settings.redis_url, max_connections=settings.worker_concurrency * 2 + 20
+    )
+    return Runtime(
+        settings=settings,
+        store=Store(make_engine(settings.database_url, pool_size=20)),
+        bus=EventBus(redis_client, ttl_seconds=settings.event_ttl_seconds),
+        router=Router.from_file(settings.models_file),
+    )
+
+
+def runtime() -> Runtime:
+    with _lock:
+        return _build()
