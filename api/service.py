@@ -94,9 +94,7 @@ def create(deps: Deps, body: Any, *, tenant: str) -> tuple[ResponseRow, CreateRe
 def get_row(deps: Deps, response_id: str, *, tenant: str) -> ResponseRow:
     row = deps.store.get_response(response_id=response_id, tenant=tenant)
     if row is None or not row.store:
-        raise NotFound(
-            f"Response with id '{response_id}' not found.", param="response_id", code=None
-        )
+        raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
     return row
 
 

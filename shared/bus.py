@@ -78,7 +78,7 @@ class EventBus:
         self, response_id: str, *, after: int = -1, block_ms: int | None = None, count: int = 500
     ) -> list[StoredEvent]:
         """Events with ``sequence_number > after``; waits up to ``block_ms`` for new ones."""
-        result = self.redis.xread(
+        result: Any = self.redis.xread(
             {keys.events(response_id): _entry_id(after)}, count=count, block=block_ms
         )
         if not result:
@@ -87,7 +87,7 @@ class EventBus:
         return [_decode(entry_id, fields) for entry_id, fields in entries]
 
     def last(self, response_id: str) -> StoredEvent | None:
-        entries = self.redis.xrevrange(keys.events(response_id), count=1)
+        entries: Any = self.redis.xrevrange(keys.events(response_id), count=1)
         return _decode(*entries[0]) if entries else None
 
     def request_cancel(self, response_id: str) -> None:

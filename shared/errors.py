@@ -75,7 +75,7 @@ class PermissionDenied(ResqError):
 class NotFound(ResqError):
     status = 404
     type = "invalid_request_error"
-    code = "not_found"
+    code = None
 
 
 class MethodNotAllowed(ResqError):

@@ -26,19 +26,47 @@ log = logging.getLogger("resq")
 
 def api_command(settings: Settings) -> list[str]:
     return [
-        sys.executable, "-m", "gunicorn", "api.wsgi:app",
-        "--worker-class", "gevent", "--workers", "1", "--worker-connections", "2000",
-        "--bind", f"{settings.host}:{settings.port}", "--graceful-timeout", "10",
-        "--access-logfile", "-", "--log-level", "warning",
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "api.wsgi:app",
+        "--worker-class",
+        "gevent",
+        "--workers",
+        "1",
+        "--worker-connections",
+        "2000",
+        "--bind",
+        f"{settings.host}:{settings.port}",
+        "--graceful-timeout",
+        "10",
+        "--access-logfile",
+        "-",
+        "--log-level",
+        "warning",
     ]
 
 
 def worker_command(settings: Settings, name: str = "resq@%h") -> list[str]:
     return [
-        sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-        "--pool", "gevent", "--concurrency", str(settings.worker_concurrency),
-        "--queues", "resq", "--hostname", name, "--loglevel", settings.log_level,
-        "--without-gossip", "--without-mingle",
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "--pool",
+        "gevent",
+        "--concurrency",
+        str(settings.worker_concurrency),
+        "--queues",
+        "resq",
+        "--hostname",
+        name,
+        "--loglevel",
+        settings.log_level,
+        "--without-gossip",
+        "--without-mingle",
     ]
 
 
@@ -78,8 +106,11 @@ def main() -> int:
     if not settings.redis_url:
         redis_server = EmbeddedRedis(settings.var_dir / "redis").start()
         env["REDIS_URL"] = redis_server.url
-        log.info("started a private Redis at %s (data in %s)", redis_server.url,
-                 settings.var_dir / "redis")
+        log.info(
+            "started a private Redis at %s (data in %s)",
+            redis_server.url,
+            settings.var_dir / "redis",
+        )
     env["DATABASE_URL"] = settings.database_url
     migrate.upgrade(settings.database_url)
     settings = Settings.from_env(env)
@@ -100,7 +131,7 @@ def main() -> int:
         print(
             f"\nresq is running at {url}/v1  (Ctrl-C stops it)\n\n"
             f"  curl -s {url}/v1/responses -H 'Content-Type: application/json' \\\n"
-            f"    -d '{{\"model\": \"{BUILTIN_MODEL}\", \"input\": \"hi\"}}'\n",
+            f'    -d \'{{"model": "{BUILTIN_MODEL}", "input": "hi"}}\'\n',
             flush=True,
         )
         while not stopping:

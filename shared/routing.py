@@ -47,7 +47,7 @@ class Route:
     upstream_model: str | None = None
     context_window: int = DEFAULT_CONTEXT_WINDOW
     timeout_seconds: float | None = None
-    list: tuple[str, ...] = field(default_factory=tuple)
+    listed: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def is_glob(self) -> bool:
@@ -57,12 +57,12 @@ class Route:
         return fnmatch.fnmatchcase(model, self.match) if self.is_glob else model == self.match
 
     def listed_models(self) -> list[str]:
-        if self.list:
-            return list(self.list)
+        if self.listed:
+            return list(self.listed)
         return [] if self.is_glob else [self.match]
 
 
-DEFAULT_ROUTES = (Route(match="resq-*", provider=BUILTIN, list=(BUILTIN_MODEL,)),)
+DEFAULT_ROUTES = (Route(match="resq-*", provider=BUILTIN, listed=(BUILTIN_MODEL,)),)
 
 
 def _route(raw: dict[str, Any], where: str) -> Route:
@@ -85,7 +85,7 @@ def _route(raw: dict[str, Any], where: str) -> Route:
         upstream_model=raw.get("upstream_model"),
         context_window=int(raw.get("context_window", DEFAULT_CONTEXT_WINDOW)),
         timeout_seconds=raw.get("timeout_seconds"),
-        list=tuple(raw.get("list", ())),
+        listed=tuple(raw.get("list", ())),
     )
 
 

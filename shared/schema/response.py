@@ -42,7 +42,9 @@ def echo_params(req: CreateResponseRequest, *, model: str) -> dict[str, Any]:
     """
     text = req.text.model_dump(by_alias=True, exclude_none=True) if req.text else {}
     text = {**DEFAULT_TEXT, **text}
-    reasoning = {"effort": None, "summary": None}
+    if text["format"].get("type") == "json_schema":
+        text["format"] = {"description": None, "strict": False, **text["format"]}
+    reasoning: dict[str, str | None] = {"effort": None, "summary": None}
     if req.reasoning is not None:
         reasoning = {
             "effort": req.reasoning.effort,
@@ -76,11 +78,19 @@ def echo_params(req: CreateResponseRequest, *, model: str) -> dict[str, Any]:
         "top_logprobs": 0 if req.top_logprobs is None else req.top_logprobs,
         "text": text,
         "tool_choice": "auto" if req.tool_choice is None else req.tool_choice,
-        "tools": list(req.tools or []),
+        "tools": [echo_tool(tool) for tool in req.tools or []],
         "truncation": req.truncation or "disabled",
         "user": req.user,
         "metadata": dict(req.metadata or {}),
     }
+
+
+def echo_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """A tool as OpenAI echoes it: function tools always carry description, parameters and
+    strict (strict defaults to true)."""
+    if tool.get("type") == "function":
+        return {"type": "function", "description": None, "parameters": None, "strict": True, **tool}
+    return dict(tool)
 
 
 def response_object(

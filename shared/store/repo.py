@@ -169,7 +169,7 @@ class Store:
                 .values(
                     status=Status.IN_PROGRESS.value,
                     started_at=now,
-                    attempts=ResponseRow.attempts + 1,  # type: ignore[operator]
+                    attempts=ResponseRow.attempts + 1,
                 )
             )
             s.commit()

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import JSON, Column, ForeignKey, Index, String, UniqueConstraint
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-JSONType = JSON().with_variant(JSONB(), "postgresql")
+# Plain JSON (not JSONB) on Postgres too: it keeps key order, so a Response reads back with
+# its fields in the order they were written, on every backend. None is SQL NULL.
+JSONType = JSON(none_as_null=True)
 
 
 def _json(nullable: bool = True) -> Any:

@@ -239,6 +239,7 @@ class ChatCompletionsProvider:
             raise ProviderError(f"could not reach upstream {url}: {exc}") from exc
 
     def _events(self, response: httpx.Response) -> Iterator[Delta]:
+        finished = False
         for line in response.iter_lines():
             if not line.startswith("data:"):
                 continue
@@ -251,4 +252,11 @@ class ChatCompletionsProvider:
                 raise ProviderError(
                     f"upstream sent a chunk that is not JSON: {data[:200]}"
                 ) from exc
-            yield from parse_chunk(chunk)
+            for delta in parse_chunk(chunk):
+                finished = finished or isinstance(delta, Finish)
+                yield delta
+        if not finished:
+            raise ProviderError(
+                f"upstream stream ended before a finish_reason or [DONE] "
+                f"(HTTP {response.status_code}, {response.headers.get('content-type', '')})"
+            )

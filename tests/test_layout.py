@@ -1,0 +1,216 @@
+"""The shape of the project: deployment files, import direction, nothing done at import.
+
+STYLE.md practices 1 and 2: ``shared`` imports neither ``api`` nor ``worker``, ``api`` and
+``worker`` never import each other, and importing any package (even the entrypoints that
+build the Flask and Celery apps) opens no connection, so it works with nothing running.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("api", "worker", "shared")
+# package → top-level packages it must never import
+FORBIDDEN_IMPORTS = {"shared": {"api", "worker"}, "api": {"worker"}, "worker": {"api"}}
+SERVICE_ENV = ("DATABASE_URL", "REDIS_URL")
+
+
+# ---- docker-compose.yml and Procfile ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(entry.partition("=")[::2] for entry in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def _command(service: dict[str, Any]) -> str:
+    command = service.get("command", "")
+    return " ".join(command) if isinstance(command, list) else str(command)
+
+
+def test_compose_services(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == {"redis", "postgres", "api", "worker"}
+    assert services["redis"]["image"] == "redis:7"
+    assert "--appendonly yes" in _command(services["redis"])
+    assert services["postgres"]["image"] == "postgres:16"
+    postgres_env = _environment(services["postgres"])
+    assert (postgres_env["POSTGRES_PASSWORD"], postgres_env["POSTGRES_DB"]) == ("resq", "resq")
+    assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
+    assert "ping" in services["redis"]["healthcheck"]["test"]
+    assert set(compose.get("volumes", {})) == {"redis-data", "postgres-data"}
+
+
+@pytest.mark.parametrize("name", ["api", "worker"])
+def test_compose_app_services_wait_for_their_backends(compose: dict[str, Any], name: str) -> None:
+    service = compose["services"][name]
+    depends_on = service["depends_on"]
+    for backend in ("redis", "postgres"):
+        assert depends_on[backend] == {"condition": "service_healthy"}
+    env = _environment(service)
+    assert env["DATABASE_URL"] == "postgresql://resq:resq@postgres:5432/resq"
+    assert env["REDIS_URL"] == "redis://redis:6379/0"
+    assert (service["image"], service["working_dir"]) == ("python:3.11-slim", "/app")
+    assert ".:/app" in service["volumes"]
+
+
+def test_compose_commands_match_the_procfile(compose: dict[str, Any]) -> None:
+    api, worker = compose["services"]["api"], compose["services"]["worker"]
+    api_command = _command(api)
+    assert api_command.index("pip install") < api_command.index("python -m shared.store.migrate")
+    assert api_command.index("shared.store.migrate") < api_command.index("gunicorn")
+    assert (
+        "gunicorn api.wsgi:app --worker-class gevent --workers 1 --worker-connections 2000 "
+        "--bind 0.0.0.0:8080"
+    ) in api_command
+    assert "/healthz" in " ".join(api["healthcheck"]["test"])
+    assert (
+        "celery -A worker.celery_app worker --pool gevent --concurrency 100 --queues resq "
+        "--without-gossip --without-mingle"
+    ) in _command(worker)
+    procfile = _procfile()
+    assert procfile["api"].split("--bind")[0] in api_command
+    assert procfile["worker"].split("--concurrency")[0] in _command(worker)
+
+
+def _procfile() -> dict[str, str]:
+    entries: dict[str, str] = {}
+    for line in (REPO_ROOT / "Procfile").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, sep, command = line.partition(":")
+            assert sep, f"Procfile line without 'name:': {line!r}"
+            entries[name.strip()] = command.strip()
+    return entries
+
+
+def test_procfile() -> None:
+    procfile = _procfile()
+    assert procfile["api"].split()[:2] == ["gunicorn", "api.wsgi:app"]
+    assert "--worker-class gevent" in procfile["api"]
+    assert procfile["worker"].split()[:3] == ["celery", "-A", "worker.celery_app"]
+    assert "--pool gevent" in procfile["worker"]
+    assert "--queues resq" in procfile["worker"]
+
+
+# ---- import direction ----------------------------------------------------------------------
+
+
+def imported_packages(source: str, package: str) -> set[tuple[int, str]]:
+    """(line, top-level package) of every absolute import in ``source``, anywhere in it.
+
+    Relative imports stay inside ``package`` and are reported as ``package``.
+    """
+    found: set[tuple[int, str]] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {(node.lineno, alias.name.split(".")[0]) for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            top = package if node.level else (node.module or "").split(".")[0]
+            found.add((node.lineno, top))
+    return found
+
+
+def test_import_checker_sees_every_form() -> None:
+    source = (
+        "import os, api.errors\n"
+        "from worker.tasks import register\n"
+        "from . import sibling\n"
+        "def f():\n"
+        "    import worker\n"
+    )
+    assert imported_packages(source, "shared") == {
+        (1, "os"),
+        (1, "api"),
+        (2, "worker"),
+        (3, "shared"),
+        (5, "worker"),
+    }
+
+
+def test_import_direction() -> None:
+    violations = []
+    for package, forbidden in FORBIDDEN_IMPORTS.items():
+        files = sorted((REPO_ROOT / package).rglob("*.py"))
+        assert files, f"no Python files under {package}/"
+        for path in files:
+            for line, top in imported_packages(path.read_text(), package):
+                if top in forbidden:
+                    violations.append(f"{path.relative_to(REPO_ROOT)}:{line} imports {top}")
+    assert not violations, "forbidden imports:\n" + "\n".join(sorted(violations))
+
+
+# ---- nothing happens at import ---------------------------------------------------------------
+
+# Runs in a fresh interpreter: records every attempt to open a network connection or an
+# SQLite database (audit events), imports the modules, and reports what happened.
+_IMPORT_PROBE = """
+import json, logging, sys
+attempts = []
+def hook(event, args):
+    if event in ("socket.connect", "sqlite3.connect", "socket.getaddrinfo"):
+        attempts.append(f"{event} {args!r}")
+sys.addaudithook(hook)
+import importlib
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+print(json.dumps({
+    "attempts": attempts,
+    "root_handlers": len(logging.getLogger().handlers),
+}))
+"""
+
+
+def _import_in_subprocess(tmp_path: Path, modules: list[str]) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RESQ_")}
+    env.update(
+        REDIS_URL="redis://127.0.0.1:1/0",  # nothing listens on port 1
+        DATABASE_URL=f"sqlite:///{tmp_path}/x.db",
+        RESQ_VAR_DIR=str(tmp_path / "var"),
+        RESQ_API_KEYS="layout-test-key",
+    )
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", _IMPORT_PROBE, *modules],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, f"importing {modules} failed:\n{result.stderr}"
+    report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["attempts"] == [], f"importing {modules} tried to connect: {report}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "import created files"
+    return report
+
+
+def test_importing_the_packages_does_nothing(tmp_path: Path) -> None:
+    report = _import_in_subprocess(
+        tmp_path, ["api", "worker", "shared", "shared.store", "worker.execute"]
+    )
+    assert report["root_handlers"] == 0, "a library module configured logging"
+
+
+@pytest.mark.parametrize("entrypoint", ["api.wsgi", "worker.celery_app"])
+def test_building_the_apps_connects_to_nothing(tmp_path: Path, entrypoint: str) -> None:
+    """The entrypoints build the Flask / Celery app at import; that must stay lazy too."""
+    report = _import_in_subprocess(tmp_path, [entrypoint])
+    assert report["root_handlers"] == 1  # entrypoints, and only they, configure logging
