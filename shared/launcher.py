@@ -15,13 +15,18 @@ import sys
 import time
 import urllib.request
 from types import FrameType
+from typing import Any
 
-from shared.embedded_redis import EmbeddedRedis
+from shared.embedded_redis import EmbeddedRedis, die_with_parent
 from shared.routing import BUILTIN_MODEL
 from shared.settings import Settings
 from shared.store import migrate
 
 log = logging.getLogger("resq")
+
+
+def spawn(command: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(command, env=env, preexec_fn=die_with_parent, **kwargs)
 
 
 def api_command(settings: Settings) -> list[str]:
@@ -124,8 +129,8 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        processes.append(subprocess.Popen(api_command(settings), env=env))
-        processes.append(subprocess.Popen(worker_command(settings), env=env))
+        processes.append(spawn(api_command(settings), env))
+        processes.append(spawn(worker_command(settings), env))
         url = f"http://{settings.host}:{settings.port}"
         wait_healthy(url, 60, processes)
         print(
@@ -134,10 +139,13 @@ def main() -> int:
             f'    -d \'{{"model": "{BUILTIN_MODEL}", "input": "hi"}}\'\n',
             flush=True,
         )
+        parent = os.getppid()
         while not stopping:
             if any(p.poll() is not None for p in processes):
                 log.error("a resq process exited; stopping the rest")
                 return 1
+            if os.getppid() != parent:  # whoever started us (make) is gone: so are we
+                break
             time.sleep(0.2)
         return 0
     except RuntimeError as exc:
