@@ -255,18 +255,19 @@ class Store:
             return int(s.exec(select(func.count()).select_from(ResponseRow)).one())
 
 
+def _item_row(response_id: str, kind: str, position: int, item: dict[str, Any]) -> ItemRow:
+    return ItemRow(
+        response_id=response_id,
+        kind=kind,
+        position=position,
+        item_id=item["id"],
+        type=item["type"],
+        data=item,
+    )
+
+
 def _item_rows(response_id: str, kind: str, items: Iterable[dict[str, Any]]) -> list[ItemRow]:
-    return [
-        ItemRow(
-            response_id=response_id,
-            kind=kind,
-            position=i,
-            item_id=item["id"],
-            type=item["type"],
-            data=item,
-        )
-        for i, item in enumerate(items)
-    ]
+    return [_item_row(response_id, kind, i, item) for i, item in enumerate(items)]
 
 
 def _replace_outputs(
@@ -277,14 +278,4 @@ def _replace_outputs(
         s.execute(delete(ItemRow).where(*where))
     elif items:
         s.execute(delete(ItemRow).where(*where, col(ItemRow.position).in_(list(items))))
-    s.add_all(
-        ItemRow(
-            response_id=response_id,
-            kind=OUTPUT,
-            position=pos,
-            item_id=item["id"],
-            type=item["type"],
-            data=item,
-        )
-        for pos, item in items.items()
-    )
+    s.add_all(_item_row(response_id, OUTPUT, pos, item) for pos, item in items.items())
