@@ -74,7 +74,15 @@ def create() -> Response:
     row, req = service.create(d, json_body(), tenant=g.tenant)
     g.enqueued = True
     if req.stream:
-        return sse_response(relay(d, row.id, after=-1, cancel_on_disconnect=not row.background))
+        return sse_response(
+            relay(
+                d,
+                row.id,
+                after=-1,
+                cancel_on_disconnect=not row.background,
+                client_socket=request.environ.get("gunicorn.socket"),
+            )
+        )
     if row.background:
         return jsonify(d.store.render(row, output=[]))
     return jsonify(service.wait_for_end(d, row))
@@ -94,7 +102,16 @@ def retrieve(response_id: str) -> Response:
             )
         after = query_int("starting_after", -1, -1)
         assert after is not None
-        return sse_response(relay(d, row.id, after=after, cancel_on_disconnect=False))
+        service.check_replayable(d, row)
+        return sse_response(
+            relay(
+                d,
+                row.id,
+                after=after,
+                cancel_on_disconnect=False,
+                client_socket=request.environ.get("gunicorn.socket"),
+            )
+        )
     return jsonify(d.store.render(row))
 
 

@@ -6,10 +6,13 @@ import logging
 import time
 from typing import Any
 
+import redis
+
 from api.context import Deps
 from shared import ids
-from shared.bus import StoredEvent
+from shared.bus import Emitter, StoredEvent
 from shared.errors import InvalidRequest, NotFound, ServerError, ServiceUnavailable
+from shared.schema.events import ResponseEvent, terminal_type
 from shared.schema.items import ensure_id, normalize_input
 from shared.schema.requests import CreateResponseRequest, parse_create_request
 from shared.schema.response import TERMINAL_STATUSES, Status, echo_params
@@ -98,6 +101,18 @@ def get_row(deps: Deps, response_id: str, *, tenant: str) -> ResponseRow:
     return row
 
 
+def check_replayable(deps: Deps, row: ResponseRow) -> None:
+    """A finished response whose event log has expired cannot be streamed again."""
+    if row.status in TERMINAL_STATUSES and deps.bus.last(row.id) is None:
+        raise InvalidRequest(
+            f"The event stream of response '{row.id}' has expired (it is kept "
+            f"{deps.settings.event_ttl_seconds} s after its last event); retrieve the "
+            "response without stream=true.",
+            param="stream",
+            code="stream_expired",
+        )
+
+
 def wait_for_end(deps: Deps, row: ResponseRow) -> dict[str, Any]:
     """Block until the response's terminal event; return the final Response."""
     deadline = time.monotonic() + deps.settings.sync_timeout_seconds
@@ -142,8 +157,28 @@ def cancel(deps: Deps, response_id: str, *, tenant: str) -> dict[str, Any]:
     deps.bus.request_cancel(row.id)
     if previous == Status.IN_PROGRESS:
         _await_worker_stop(deps, row.id)
+    elif previous == Status.QUEUED:
+        _log_cancelled_before_start(deps, row.id)
     log.info("response %s: cancelled (was %s)", row.id, previous)
     return deps.store.render(get_row(deps, response_id, tenant=tenant))
+
+
+def _log_cancelled_before_start(deps: Deps, response_id: str) -> None:
+    """A job cancelled while queued never runs, so no worker will write its event log; the
+    API now owns the response (the conditional UPDATE made it so) and writes the log, so a
+    stream on it ends with a terminal event like any other."""
+    row = deps.store.get_response(response_id=response_id)
+    if row is None:
+        return
+    emitter = Emitter(deps.bus, response_id)
+    try:
+        for type_ in ("response.created", "response.queued"):
+            snapshot = deps.store.render(row, output=[], status=Status.QUEUED.value)
+            emitter.emit(ResponseEvent(type=type_, response=snapshot))
+        final = deps.store.render(row, output=[])
+        emitter.emit(ResponseEvent(type=terminal_type(row.status), response=final))
+    except redis.ResponseError:  # an entry already holds that sequence number
+        log.warning("response %s: event log already written; leaving it", response_id)
 
 
 def _await_worker_stop(deps: Deps, response_id: str) -> None:

@@ -1,9 +1,18 @@
-"""Server-sent events: the one place that frames them, and the relay from the event log."""
+"""Server-sent events: the one place that frames them, and the relay from the event log.
+
+Framing per spec digest §4.1: ``event:`` and ``data:`` lines, one event per write (gunicorn
+flushes each yielded chunk), no ``[DONE]``, ``: keep-alive`` comments on idle streams. The
+relay blocks on the Redis stream in short slices so it notices a client that went away
+within about a second, even when no event is due.
+"""
 
 from __future__ import annotations
 
 import logging
+import socket
+import time
 from collections.abc import Iterator
+from typing import Any
 
 from flask import Response, stream_with_context
 
@@ -13,7 +22,7 @@ from shared.schema.response import TERMINAL_STATUSES
 
 log = logging.getLogger(__name__)
 
-KEEPALIVE_SECONDS = 15
+READ_SLICE_MS = 500
 KEEPALIVE = b": keep-alive\n\n"
 
 
@@ -21,33 +30,67 @@ def frame(event: StoredEvent) -> bytes:
     return f"event: {event.type}\ndata: {event.data}\n\n".encode()
 
 
+def client_gone(sock: Any) -> bool:
+    """True once the client closed its end (a peek reads EOF). Never blocks."""
+    if sock is None:
+        return False
+    raw = getattr(sock, "_sock", sock)  # gevent wraps the real socket
+    try:
+        return bool(raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"")
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
+
+
 def relay(
-    deps: Deps, response_id: str, *, after: int, cancel_on_disconnect: bool
+    deps: Deps,
+    response_id: str,
+    *,
+    after: int,
+    cancel_on_disconnect: bool,
+    client_socket: Any = None,
 ) -> Iterator[bytes]:
     """Replay events after ``after`` and follow live ones until the terminal event."""
     finished = False
+    idle_since = time.monotonic()
+    keepalive = deps.settings.sse_keepalive_seconds
+    last = deps.bus.last(response_id)
+    if last is not None and last.terminal and last.sequence_number <= after:
+        return  # resuming after the end: nothing more will come
     try:
         while True:
-            events = deps.bus.read(response_id, after=after, block_ms=KEEPALIVE_SECONDS * 1000)
-            if not events:
-                row = deps.store.get_response(response_id=response_id)
-                if row is None or (
-                    row.status in TERMINAL_STATUSES and not deps.bus.read(response_id, after=after)
-                ):
-                    finished = True
-                    return
-                yield KEEPALIVE
-                continue
+            events = deps.bus.read(response_id, after=after, block_ms=READ_SLICE_MS)
             for event in events:
                 yield frame(event)
                 after = event.sequence_number
                 if event.terminal:
                     finished = True
                     return
+            if events:
+                idle_since = time.monotonic()
+                continue
+            if client_gone(client_socket):
+                return
+            if time.monotonic() - idle_since >= keepalive:
+                if _ended_without_log(deps, response_id, after):
+                    finished = True
+                    return
+                yield KEEPALIVE
+                idle_since = time.monotonic()
     finally:
-        if not finished and cancel_on_disconnect:
-            log.info("response %s: streaming client went away; cancelling", response_id)
-            deps.bus.request_cancel(response_id)
+        if not finished:
+            log.info("response %s: streaming client went away", response_id)
+            if cancel_on_disconnect:
+                deps.bus.request_cancel(response_id)
+
+
+def _ended_without_log(deps: Deps, response_id: str, after: int) -> bool:
+    """The response ended (or was deleted) and its log will get no terminal event."""
+    row = deps.store.get_response(response_id=response_id)
+    if row is None:
+        return True
+    return row.status in TERMINAL_STATUSES and not deps.bus.read(response_id, after=after)
 
 
 def sse_response(stream: Iterator[bytes]) -> Response:

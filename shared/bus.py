@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from shared import keys
+from shared.schema.events import Event
 
 TERMINAL_EVENT_TYPES = frozenset({"response.completed", "response.failed", "response.incomplete"})
 
@@ -98,3 +99,18 @@ class EventBus:
 
     def drop(self, response_id: str) -> None:
         self.redis.delete(keys.events(response_id), keys.cancel(response_id))
+
+
+class Emitter:
+    """Stamps gap-free sequence numbers on a response's events and publishes them: the one
+    place sequence numbers are stamped. Whoever owns the response (the worker that claimed
+    it, or the API that cancelled it before any worker did) is its only emitter."""
+
+    def __init__(self, bus: EventBus, response_id: str, start: int = 0) -> None:
+        self.bus = bus
+        self.response_id = response_id
+        self.next = start
+
+    def emit(self, event: Event) -> None:
+        self.bus.publish(self.response_id, event.wire(self.next))
+        self.next += 1

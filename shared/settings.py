@@ -16,7 +16,8 @@ DEFAULT_EVENT_TTL_SECONDS = 24 * 3600
 DEFAULT_SYNC_TIMEOUT_SECONDS = 3600.0
 DEFAULT_CANCEL_WAIT_SECONDS = 5.0
 DEFAULT_UPSTREAM_TIMEOUT_SECONDS = 60.0
-DEFAULT_WORKER_CONCURRENCY = 100
+DEFAULT_WORKER_CONCURRENCY = 200
+DEFAULT_SSE_KEEPALIVE_SECONDS = 15.0
 
 
 class SettingsError(ValueError):
@@ -75,6 +76,7 @@ class Settings:
     cancel_wait_seconds: float = DEFAULT_CANCEL_WAIT_SECONDS
     upstream_timeout_seconds: float = DEFAULT_UPSTREAM_TIMEOUT_SECONDS
     worker_concurrency: int = DEFAULT_WORKER_CONCURRENCY
+    sse_keepalive_seconds: float = DEFAULT_SSE_KEEPALIVE_SECONDS
     log_level: str = "INFO"
 
     @property
@@ -107,6 +109,9 @@ class Settings:
                 env, "RESQ_UPSTREAM_TIMEOUT_SECONDS", DEFAULT_UPSTREAM_TIMEOUT_SECONDS
             ),
             worker_concurrency=_int(env, "RESQ_WORKER_CONCURRENCY", DEFAULT_WORKER_CONCURRENCY),
+            sse_keepalive_seconds=_float(
+                env, "RESQ_SSE_KEEPALIVE_SECONDS", DEFAULT_SSE_KEEPALIVE_SECONDS
+            ),
             log_level=(env.get("RESQ_LOG_LEVEL") or "INFO").upper(),
         )
 

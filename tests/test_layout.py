@@ -84,7 +84,7 @@ def test_compose_commands_match_the_procfile(compose: dict[str, Any]) -> None:
     ) in api_command
     assert "/healthz" in " ".join(api["healthcheck"]["test"])
     assert (
-        "celery -A worker.celery_app worker --pool gevent --concurrency 100 --queues resq "
+        "celery -A worker.celery_app worker --pool gevent --concurrency 200 --queues resq "
         "--without-gossip --without-mingle"
     ) in _command(worker)
     procfile = _procfile()

@@ -13,9 +13,10 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
-from shared.bus import EventBus
+from shared.bus import Emitter, EventBus
 from shared.errors import ResqError
-from shared.schema.response import Status, response_object, usage_object
+from shared.schema.events import ErrorEvent, ResponseEvent, StreamEvent, terminal_type
+from shared.schema.response import Status, usage_object
 from shared.store import Store
 from shared.store.tables import INPUT, ResponseRow
 from worker.providers.base import Provider, ProviderError, ProviderRequest
@@ -24,33 +25,6 @@ from worker.stream_state import StreamState
 log = logging.getLogger(__name__)
 
 CANCEL_CHECK_SECONDS = 0.05
-
-TERMINAL_EVENT = {
-    Status.COMPLETED: "response.completed",
-    Status.FAILED: "response.failed",
-    Status.INCOMPLETE: "response.incomplete",
-    # The SDK's event union has no ``response.cancelled``; a cancelled run ends its stream
-    # with ``response.incomplete`` carrying the Response whose status is ``cancelled``.
-    Status.CANCELLED: "response.incomplete",
-}
-
-
-class Emitter:
-    """Stamps gap-free sequence numbers (the only place they are stamped) and publishes."""
-
-    def __init__(self, bus: EventBus, response_id: str, start: int = 0) -> None:
-        self.bus = bus
-        self.response_id = response_id
-        self.next = start
-
-    def emit(self, event: dict[str, Any]) -> None:
-        stamped = {
-            "type": event["type"],
-            "sequence_number": self.next,
-            **{k: v for k, v in event.items() if k != "type"},
-        }
-        self.bus.publish(self.response_id, stamped)
-        self.next += 1
 
 
 @dataclass
@@ -77,16 +51,6 @@ def _provider_request(row: ResponseRow, input_items: list[dict[str, Any]]) -> Pr
     )
 
 
-def _snapshot(row: ResponseRow, status: Status) -> dict[str, Any]:
-    return response_object(
-        response_id=row.id,
-        created_at=row.created_at,
-        status=status.value,
-        params=row.params,
-        output=[],
-    )
-
-
 class Run:
     def __init__(
         self,
@@ -105,23 +69,19 @@ class Run:
         self.emitter = Emitter(bus, row.id)
         self.state = StreamState()
 
+    def _lifecycle(self, type_: str, status: Status) -> None:
+        snapshot = self.store.render(self.row, output=[], status=status.value)
+        self.emitter.emit(ResponseEvent(type=type_, response=snapshot))
+
     def start_events(self) -> None:
         if self.row.background:
-            self.emitter.emit(
-                {"type": "response.created", "response": _snapshot(self.row, Status.QUEUED)}
-            )
-            self.emitter.emit(
-                {"type": "response.queued", "response": _snapshot(self.row, Status.QUEUED)}
-            )
+            self._lifecycle("response.created", Status.QUEUED)
+            self._lifecycle("response.queued", Status.QUEUED)
         else:
-            self.emitter.emit(
-                {"type": "response.created", "response": _snapshot(self.row, Status.IN_PROGRESS)}
-            )
-        self.emitter.emit(
-            {"type": "response.in_progress", "response": _snapshot(self.row, Status.IN_PROGRESS)}
-        )
+            self._lifecycle("response.created", Status.IN_PROGRESS)
+        self._lifecycle("response.in_progress", Status.IN_PROGRESS)
 
-    def _publish(self, events: list[dict[str, Any]]) -> None:
+    def _publish(self, events: list[StreamEvent]) -> None:
         for event in events:
             self.emitter.emit(event)
         for index in self.state.done_indexes:
@@ -179,7 +139,10 @@ class Run:
             self.bus.drop(self.row.id)
             return
         final = self.store.render(row, output=self.state.output)
-        self.emitter.emit({"type": TERMINAL_EVENT[Status(row.status)], "response": final})
+        if row.status == Status.FAILED and row.error:
+            # The documented flat error event first, then the terminal event (§4.4).
+            self.emitter.emit(ErrorEvent(code=row.error.get("code"), message=row.error["message"]))
+        self.emitter.emit(ResponseEvent(type=terminal_type(row.status), response=final))
         log.info("response %s: %s", row.id, row.status)
 
 

@@ -79,15 +79,19 @@ class Store:
         return [r.data for r in rows]
 
     def render(
-        self, row: ResponseRow, output: list[dict[str, Any]] | None = None
+        self,
+        row: ResponseRow,
+        output: list[dict[str, Any]] | None = None,
+        status: str | None = None,
     ) -> dict[str, Any]:
-        """The Response object for a row (reads its output items unless given)."""
+        """The Response object for a row (reads its output items unless given; ``status``
+        overrides the stored one, for lifecycle snapshots)."""
         if output is None:
             output = self.items(response_id=row.id, kind=OUTPUT)
         return response_object(
             response_id=row.id,
             created_at=row.created_at,
-            status=row.status,
+            status=status or row.status,
             params=row.params,
             output=output,
             completed_at=row.completed_at,

@@ -36,6 +36,7 @@ class Stack:
     log_dir: Path
     upstream: FakeUpstream
     worker_pid: int
+    root_url_2: str
 
     sdk_http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=60))
     _redis: redis.Redis | None = None
@@ -46,9 +47,16 @@ class Stack:
             base_url=self.base_url, api_key=key, max_retries=0, http_client=self.sdk_http
         )
 
-    def http(self, key: str | None = KEY_A) -> httpx.Client:
+    def client_2(self, key: str = KEY_A) -> openai.OpenAI:
+        """An SDK client of the second API process."""
+        return openai.OpenAI(
+            base_url=f"{self.root_url_2}/v1", api_key=key, max_retries=0, http_client=self.sdk_http
+        )
+
+    def http(self, key: str | None = KEY_A, second: bool = False) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=self.root_url, headers=headers, timeout=30)
+        base = self.root_url_2 if second else self.root_url
+        return httpx.Client(base_url=base, headers=headers, timeout=30)
 
     def redis(self) -> redis.Redis:
         if self._redis is None:
@@ -108,7 +116,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     redis_server = EmbeddedRedis(root / "redis", persist=False).start()
     database_url = f"sqlite:///{root / 'resq.db'}"
     migrate.upgrade(database_url)
-    port = free_port()
+    port, port_2 = free_port(), free_port()
     env = {
         **os.environ,
         "RESQ_HOST": "127.0.0.1",
@@ -121,16 +129,23 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "RESQ_WORKER_CONCURRENCY": "50",
         "RESQ_TEST_UPSTREAM_KEY": "sk-upstream-secret",
         "RESQ_LOG_LEVEL": "INFO",
+        "RESQ_SSE_KEEPALIVE_SECONDS": "1",
     }
     settings = Settings.from_env(env)
     processes: list[subprocess.Popen[bytes]] = []
     logs: list[IO[bytes]] = []
     try:
-        for name, command in (("api", api_command(settings)), ("worker", worker_command(settings))):
+        settings_2 = Settings.from_env({**env, "RESQ_PORT": str(port_2)})
+        for name, command in (
+            ("api", api_command(settings)),
+            ("worker", worker_command(settings)),
+            ("api-2", api_command(settings_2)),
+        ):
             logs.append((log_dir / f"{name}.log").open("wb"))
             processes.append(subprocess.Popen(command, env=env, stdout=logs[-1], stderr=logs[-1]))
         root_url = f"http://127.0.0.1:{port}"
         wait_healthy(root_url, 60, processes)
+        wait_healthy(f"http://127.0.0.1:{port_2}", 60, processes)
         running = Stack(
             base_url=f"{root_url}/v1",
             root_url=root_url,
@@ -139,6 +154,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             log_dir=log_dir,
             upstream=upstream,
             worker_pid=processes[1].pid,
+            root_url_2=f"http://127.0.0.1:{port_2}",
         )
         yield running
         running.close()

@@ -19,7 +19,9 @@ from openai._models import construct_type
 from openai.lib.streaming.responses import ResponseStreamState
 from openai.types.responses import ResponseStreamEvent
 
+from shared.bus import Emitter
 from shared.schema import items as it
+from shared.schema.events import Event, ResponseEvent, terminal_type
 from shared.schema.requests import parse_create_request
 from shared.schema.response import Status, echo_params, response_object, usage_object
 from tests.compat import (
@@ -33,7 +35,6 @@ from tests.compat import (
     assert_wire_response,
     event_schema_names,
 )
-from worker.execute import TERMINAL_EVENT, Emitter
 from worker.providers.base import (
     Delta,
     Finish,
@@ -294,13 +295,13 @@ def _counting_ids() -> Callable[[str], str]:
 
 def _item_events(
     deltas: Sequence[Delta], close_status: str = "completed"
-) -> tuple[StreamState, list[dict[str, Any]]]:
+) -> tuple[StreamState, list[Event]]:
     state = StreamState(new_id=_counting_ids())
-    events: list[dict[str, Any]] = []
+    events: list[Event] = []
     for delta in deltas:
         events += state.apply(delta)
     events += state.close(close_status)
-    assert all("sequence_number" not in e for e in events), "StreamState must not stamp"
+    assert all("sequence_number" not in e.model_dump() for e in events), "must not stamp"
     return state, events
 
 
@@ -326,15 +327,17 @@ def _stream(
     recorder = _Recorder()
     emitter = Emitter(recorder, RESPONSE_ID)  # type: ignore[arg-type]
     first = Status.QUEUED if background else Status.IN_PROGRESS
-    emitter.emit({"type": "response.created", "response": _response(first, params)})
+    emitter.emit(ResponseEvent(type="response.created", response=_response(first, params)))
     if background:
-        emitter.emit({"type": "response.queued", "response": _response(Status.QUEUED, params)})
+        emitter.emit(
+            ResponseEvent(type="response.queued", response=_response(Status.QUEUED, params))
+        )
     emitter.emit(
-        {"type": "response.in_progress", "response": _response(Status.IN_PROGRESS, params)}
+        ResponseEvent(type="response.in_progress", response=_response(Status.IN_PROGRESS, params))
     )
     for event in item_events:
         emitter.emit(event)
-    emitter.emit({"type": TERMINAL_EVENT[outcome], "response": final})
+    emitter.emit(ResponseEvent(type=terminal_type(outcome), response=final))
     return state, recorder.events
 
 

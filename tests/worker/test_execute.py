@@ -158,7 +158,14 @@ def test_provider_failure_is_a_failed_response(store: Store, bus: EventBus) -> N
     assert row is not None and row.status == "failed"
     assert row.error == {"code": "server_error", "message": "boom"}
     log = events(bus, rid)
-    assert log[-1].type == "response.failed"
+    assert [e.type for e in log[-2:]] == ["error", "response.failed"]
+    assert log[-2].json() == {
+        "type": "error",
+        "sequence_number": log[-2].sequence_number,
+        "code": "server_error",
+        "message": "boom",
+        "param": None,
+    }
     assert log[-1].json()["response"]["output"][0]["status"] == "incomplete"
 
 

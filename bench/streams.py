@@ -1,0 +1,697 @@
+"""resq under load, in its production shape, on this machine.
+
+``python -m bench.streams [--streams 1000] [--jobs 200] [--only ttft,worker,streams]``
+
+Starts a private Redis (no persistence) and a migrated SQLite in a temp dir, the fast fake
+upstream (``bench.upstream``), ONE API process (gunicorn, gevent, 1 worker, 2000 connections)
+and ONE Celery worker (gevent pool), then runs:
+
+- ``ttft``: time to the first ``response.output_text.delta`` of ``POST /v1/responses``
+  (``stream: true``), sequential, against the same upstream called directly; added ms.
+- ``worker-<jobs>``: that many 50-token x 20 ms background jobs created at once; wall time to
+  the last completion, completions, failures, the worker's peak RSS and CPU.
+- ``streams-<streams>``: long background jobs, each followed by ``--per-job`` SSE streams
+  (``GET /v1/responses/{id}?stream=true``) held at once by the ONE API process; streams that
+  got ``response.completed``, sequence checks, events relayed, API memory per open stream, CPU.
+
+Results go to ``bench/results/streams-<timestamp>.json``. Everything it starts is stopped on
+exit, Ctrl-C or error; the logs of a failed run stay in the temp dir, and their tails print.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from bench.upstream import start_subprocess
+from shared.embedded_redis import EmbeddedRedis, free_port
+from shared.launcher import api_command, spawn, stop_all, wait_healthy, worker_command
+from shared.settings import Settings
+from shared.store import migrate
+
+HOST = "127.0.0.1"
+RESULTS = Path(__file__).with_name("results")
+TERMINAL = {"response.completed", "response.failed", "response.incomplete"}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+# --------------------------------------------------------------------------- /proc
+
+
+def _children(pid: int) -> list[int]:
+    """pid and all its descendants (the gunicorn master's gevent worker is its child)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo += parents.get(p, [])
+    return tree
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * PAGE_KB
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class Sampler:
+    """RSS (process + descendants) of named processes every ``interval``; peaks since reset."""
+
+    def __init__(self, pids: dict[str, int], interval: float = 0.1) -> None:
+        self.pids = pids
+        self.interval = interval
+        self.trees = {name: _children(pid) for name, pid in pids.items()}
+        self.peak: dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="sampler", daemon=True)
+
+    def rss_kb(self, name: str) -> int:
+        return sum(_rss_kb(p) for p in self.trees[name])
+
+    def cpu_s(self, name: str) -> float:
+        return sum(_cpu_s(p) for p in _children(self.pids[name]))
+
+    def reset(self) -> None:
+        with self.lock:
+            self.peak = {name: self.rss_kb(name) for name in self.pids}
+
+    def _run(self) -> None:
+        rounds = 0
+        while not self.stopping.wait(self.interval):
+            rounds += 1
+            if rounds % 20 == 0:
+                self.trees = {name: _children(pid) for name, pid in self.pids.items()}
+            with self.lock:
+                for name in self.pids:
+                    self.peak[name] = max(self.peak.get(name, 0), self.rss_kb(name))
+
+    def __enter__(self) -> Sampler:
+        self.reset()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+
+
+# --------------------------------------------------------------------------- HTTP client
+
+
+async def _request(
+    port: int, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int, dict[str, str]]:
+    reader, writer = await asyncio.open_connection(HOST, port, limit=1 << 20)
+    data = json.dumps(body).encode() if body is not None else b""
+    head = f"{method} {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n"
+    for name, value in (headers or {}).items():
+        head += f"{name}: {value}\r\n"
+    if body is not None:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+    writer.write(head.encode() + b"\r\n" + data)
+    raw = await reader.readuntil(b"\r\n\r\n")
+    lines = raw.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    hdrs = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+    return reader, writer, status, hdrs
+
+
+async def _body_chunks(reader: asyncio.StreamReader, headers: dict[str, str]) -> Any:
+    """Yield the decoded body in pieces (chunked, Content-Length or until close)."""
+    if "chunked" in headers.get("transfer-encoding", ""):
+        buf = bytearray()
+        while True:
+            data = await reader.read(1 << 16)
+            if not data:
+                raise ConnectionError("the body ended before the last chunk (truncated)")
+            buf += data
+            pos, out, end = 0, bytearray(), False
+            while True:
+                eol = buf.find(b"\r\n", pos)
+                if eol < 0:
+                    break
+                size = int(bytes(buf[pos:eol]).split(b";")[0], 16)
+                if size == 0:
+                    end = True
+                    break
+                if len(buf) < eol + 4 + size:
+                    break
+                out += buf[eol + 2 : eol + 2 + size]
+                pos = eol + 4 + size
+            del buf[:pos]
+            if out:
+                yield bytes(out)
+            if end:
+                return
+    elif "content-length" in headers:
+        yield await reader.readexactly(int(headers["content-length"]))
+    else:
+        yield await reader.read()
+
+
+async def http_json(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    reader, writer, status, headers = await _request(port, method, path, body)
+    try:
+        raw = b"".join([piece async for piece in _body_chunks(reader, headers)])
+        return status, json.loads(raw) if raw else None
+    finally:
+        writer.close()
+
+
+@dataclass
+class StreamResult:
+    status: int = 0
+    events: int = 0
+    terminal: str | None = None
+    first_delta_s: float | None = None  # since the request started
+    seq_error: str | None = None
+    gaps: int = 0
+    error: str | None = None
+    ended_s: float = 0.0
+
+
+async def sse(
+    port: int,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    headers: dict[str, str] | None = None,
+    chat: bool = False,
+    on_open: Callable[[], None] | None = None,
+) -> StreamResult:
+    """Read one SSE body to its end. resq events: check sequence numbers; ``chat``: the
+    upstream's ``chat.completion.chunk`` (first content chunk counts as the first delta)."""
+    result = StreamResult()
+    start = time.perf_counter()
+    expected = 0
+    writer = None
+    try:
+        reader, writer, result.status, hdrs = await _request(port, method, path, body, headers)
+        if result.status != 200:
+            raw = b"".join([p async for p in _body_chunks(reader, hdrs)])
+            result.error = f"HTTP {result.status}: {raw[:300]!r}"
+            return result
+        if on_open:
+            on_open()
+        pending = b""
+        async for piece in _body_chunks(reader, hdrs):
+            blocks = (pending + piece).split(b"\n\n")
+            pending = blocks.pop()
+            for block in blocks:
+                data = b"".join(ln[5:].strip() for ln in block.split(b"\n") if ln[:5] == b"data:")
+                if not data:
+                    continue  # a keep-alive comment
+                if chat:
+                    if data == b"[DONE]":
+                        result.terminal = "[DONE]"
+                        continue
+                    result.events += 1
+                    if result.first_delta_s is None and b'"content":"w' in data:
+                        result.first_delta_s = time.perf_counter() - start
+                    continue
+                event = json.loads(data)
+                result.events += 1
+                seq = event.get("sequence_number")
+                if result.seq_error is None and (not isinstance(seq, int) or seq < expected):
+                    result.seq_error = f"sequence_number {seq!r} where >= {expected} was due"
+                elif isinstance(seq, int):
+                    result.gaps += seq - expected
+                    expected = seq + 1
+                kind = event.get("type")
+                if kind == "response.output_text.delta" and result.first_delta_s is None:
+                    result.first_delta_s = time.perf_counter() - start
+                if kind in TERMINAL:
+                    result.terminal = kind
+        if pending.strip():
+            result.error = f"the body ended inside an event: {pending[:200]!r}"
+    except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        result.ended_s = time.perf_counter()
+        if writer is not None:
+            writer.close()
+    if result.error is None and result.terminal is None:
+        result.error = "the stream ended without a terminal event"
+    return result
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000, 1)
+
+
+# --------------------------------------------------------------------------- the stack
+
+
+@dataclass
+class Stack:
+    root: Path
+    api_port: int
+    upstream_port: int
+    redis: EmbeddedRedis
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    logs: list[IO[bytes]] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, args: argparse.Namespace) -> Stack:
+        root = Path(tempfile.mkdtemp(prefix="resq-bench-"))
+        redis = EmbeddedRedis(root / "redis", persist=False)
+        stack = cls(root=root, api_port=free_port(), upstream_port=free_port(), redis=redis)
+        try:
+            stack._start(args)
+        except BaseException:
+            stack.stop()
+            raise
+        return stack
+
+    def _log(self, name: str) -> IO[bytes]:
+        self.logs.append((self.root / f"{name}.log").open("wb"))
+        return self.logs[-1]
+
+    def _start(self, args: argparse.Namespace) -> None:
+        self.redis.start()
+        database_url = f"sqlite:///{self.root / 'resq.db'}"
+        migrate.upgrade(database_url)
+        upstream, url = start_subprocess(self.upstream_port, 50, 20, stderr=self._log("upstream"))
+        self.processes["upstream"] = upstream
+        models = self.root / "models.toml"
+        models.write_text(
+            f'[[route]]\nmatch = "bench-up"\nprovider = "openai"\nbase_url = "{url}"\n'
+            "timeout_seconds = 120\n"
+        )
+        env = {
+            **os.environ,
+            "RESQ_HOST": HOST,
+            "RESQ_PORT": str(self.api_port),
+            "REDIS_URL": self.redis.url,
+            "DATABASE_URL": database_url,
+            "RESQ_MODELS_FILE": str(models),
+            "RESQ_VAR_DIR": str(self.root / "var"),
+            "RESQ_WORKER_CONCURRENCY": str(args.concurrency),
+            "RESQ_LOG_LEVEL": args.log_level,
+        }
+        env.pop("RESQ_API_KEYS", None)  # open mode
+        settings = Settings.from_env(env)
+        for name, command in (("api", api_command(settings)), ("worker", worker_command(settings))):
+            log = self._log(name)
+            self.processes[name] = spawn(command, env, stdout=log, stderr=subprocess.STDOUT)
+        wait_healthy(f"http://{HOST}:{self.api_port}", 60, list(self.processes.values()))
+
+    def pids(self) -> dict[str, int]:
+        assert self.redis.process is not None
+        return {**{n: p.pid for n, p in self.processes.items()}, "redis": self.redis.process.pid}
+
+    def alive(self) -> list[str]:
+        return [n for n, p in self.processes.items() if p.poll() is not None]
+
+    def tails(self, lines: int = 40) -> dict[str, list[str]]:
+        out = {}
+        for name in ("api", "worker", "upstream"):
+            path = self.root / f"{name}.log"
+            text = path.read_text(errors="replace").splitlines() if path.exists() else []
+            notable = [ln for ln in text if re.search(r"ERROR|CRITICAL|Traceback|Error|WARN", ln)]
+            out[name] = notable[-lines:] + ["--- last lines ---"] + text[-lines:]
+        return out
+
+    def stop(self) -> None:
+        stop_all([p for n, p in self.processes.items() if n != "upstream"])
+        stop_all([p for n, p in self.processes.items() if n == "upstream"], timeout=5)
+        self.redis.stop()
+        for log in self.logs:
+            log.close()
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+async def set_upstream(stack: Stack, tokens: int, delay_ms: float) -> None:
+    status, _ = await http_json(
+        stack.upstream_port, "POST", "/_bench/defaults", {"tokens": tokens, "delay_ms": delay_ms}
+    )
+    assert status == 200, "the bench upstream refused its defaults"
+    await http_json(stack.upstream_port, "POST", "/_bench/stats/reset-peak", {})
+
+
+def _create(background: bool, stream: bool) -> dict[str, Any]:
+    return {"model": "bench-up", "input": "x", "background": background, "stream": stream}
+
+
+async def scenario_ttft(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    await set_upstream(stack, args.ttft_tokens, args.ttft_delay_ms)
+    chat_body = {
+        "model": "bench-up",
+        "messages": [{"role": "user", "content": "x"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    resq, direct, failures = [], [], []
+    for i in range(args.ttft_requests + args.warmup):  # alternate: same conditions for both
+        a = await sse(stack.api_port, "POST", "/v1/responses", _create(False, True))
+        b = await sse(stack.upstream_port, "POST", "/v1/chat/completions", chat_body, chat=True)
+        for r, where in ((a, "resq"), (b, "upstream")):
+            bad = r.error or r.seq_error or r.terminal not in ("response.completed", "[DONE]")
+            if bad:
+                failures.append(f"{where} request {i}: {r.error or r.seq_error or r.terminal}")
+        if i >= args.warmup and a.first_delta_s is not None and b.first_delta_s is not None:
+            resq.append(a.first_delta_s)
+            direct.append(b.first_delta_s)
+    p50 = (_pct(resq, 0.5) or 0) - (_pct(direct, 0.5) or 0)
+    p99 = (_pct(resq, 0.99) or 0) - (_pct(direct, 0.99) or 0)
+    return {
+        "requests": len(resq),
+        "upstream": {"tokens": args.ttft_tokens, "delay_ms": args.ttft_delay_ms},
+        "resq_ttft_ms": {"p50": _ms(_pct(resq, 0.5)), "p99": _ms(_pct(resq, 0.99)),
+                         "mean": _ms(statistics.fmean(resq)) if resq else None},
+        "direct_ttft_ms": {"p50": _ms(_pct(direct, 0.5)), "p99": _ms(_pct(direct, 0.99)),
+                           "mean": _ms(statistics.fmean(direct)) if direct else None},
+        "added_ms": {"p50": _ms(p50), "p99": _ms(p99)},
+        "failures": failures[:20],
+        "failed": len(failures),
+    }
+
+
+async def _create_jobs(stack: Stack, n: int) -> tuple[list[str], list[str], float]:
+    async def one() -> tuple[int, Any]:
+        return await http_json(stack.api_port, "POST", "/v1/responses", _create(True, False))
+
+    start = time.perf_counter()
+    answers = await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
+    ids, errors = [], []
+    for a in answers:
+        if isinstance(a, BaseException):
+            errors.append(f"{type(a).__name__}: {a}")
+        elif a[0] != 200 or not isinstance(a[1], dict) or a[1].get("status") != "queued":
+            errors.append(f"HTTP {a[0]}: {str(a[1])[:300]}")
+        else:
+            ids.append(a[1]["id"])
+    return ids, errors, start
+
+
+async def _statuses(stack: Stack, ids: list[str]) -> dict[str, int]:
+    sem = asyncio.Semaphore(50)
+    counts: dict[str, int] = {}
+
+    async def one(rid: str) -> None:
+        async with sem:
+            status, body = await http_json(stack.api_port, "GET", f"/v1/responses/{rid}")
+        key = body.get("status", f"HTTP {status}") if isinstance(body, dict) else f"HTTP {status}"
+        counts[key] = counts.get(key, 0) + 1
+
+    await asyncio.gather(*(one(r) for r in ids))
+    return counts
+
+
+async def scenario_worker(stack: Stack, args: argparse.Namespace, s: Sampler) -> dict[str, Any]:
+    await set_upstream(stack, 50, 20)
+    s.reset()
+    cpu = {n: s.cpu_s(n) for n in ("api", "worker", "upstream")}
+    ids, create_errors, start = await _create_jobs(stack, args.jobs)
+    created = time.perf_counter()
+    tasks = [
+        asyncio.create_task(sse(stack.api_port, "GET", f"/v1/responses/{rid}?stream=true"))
+        for rid in ids
+    ]
+    done, pending = await asyncio.wait(tasks, timeout=args.timeout) if tasks else (set(), set())
+    for t in pending:
+        t.cancel()
+    results = [t.result() for t in done]
+    ended = [r.ended_s for r in results if r.terminal == "response.completed"]
+    statuses = await _statuses(stack, ids)
+    up = (await http_json(stack.upstream_port, "GET", "/_bench/stats"))[1]
+    return {
+        "jobs": args.jobs,
+        "ideal_s": 1.0,
+        "created": len(ids),
+        "create_errors": create_errors[:20],
+        "create_phase_s": round(created - start, 3),
+        "completed": len(ended),
+        "wall_s": round(max(ended) - start, 3) if ended else None,
+        "job_latency_s": {"p50": round((_pct(ended, 0.5) or start) - start, 3),
+                          "p99": round((_pct(ended, 0.99) or start) - start, 3)},
+        "stream_failures": [r.error or r.seq_error or r.terminal for r in results
+                            if r.terminal != "response.completed" or r.seq_error][:20],
+        "still_running_at_timeout": len(pending),
+        "final_statuses": statuses,
+        "worker_peak_rss_mb": round(s.peak["worker"] / 1024, 1),
+        "cpu_s": {n: round(s.cpu_s(n) - c, 2) for n, c in cpu.items()},
+        "upstream_peak_concurrent_streams": up.get("peak_active"),
+    }
+
+
+async def scenario_streams(stack: Stack, args: argparse.Namespace, s: Sampler) -> dict[str, Any]:
+    jobs = -(-args.streams // args.per_job)
+    await set_upstream(stack, args.hold_tokens, args.hold_delay_ms)
+    ids, create_errors, start = await _create_jobs(stack, jobs)
+    await asyncio.sleep(0.5)  # let the creates' garbage settle before the baseline
+    s.reset()
+    rss_before = s.rss_kb("api")
+    cpu = {n: s.cpu_s(n) for n in ("api", "worker", "upstream")}
+    bench_cpu = time.process_time()
+    state: dict[str, Any] = {"open": 0, "opened": 0, "peak": 0, "all_open_s": None}
+    total = len(ids) * args.per_job
+
+    def opened() -> None:
+        state["open"] += 1
+        state["opened"] += 1
+        state["peak"] = max(state["peak"], state["open"])
+        if state["open"] == total and state["all_open_s"] is None:
+            state["all_open_s"] = time.perf_counter() - t_open
+
+    async def follow(rid: str) -> StreamResult:
+        try:
+            return await sse(stack.api_port, "GET", f"/v1/responses/{rid}?stream=true",
+                             on_open=opened)
+        finally:
+            state["open"] -= 1
+
+    t_open = time.perf_counter()
+    tasks = [asyncio.create_task(follow(rid)) for rid in ids for _ in range(args.per_job)]
+    done, pending = await asyncio.wait(tasks, timeout=args.timeout) if tasks else (set(), set())
+    for t in pending:
+        t.cancel()
+    t_end = time.perf_counter()
+    results = [t.result() for t in done]
+    completed = [r for r in results if r.terminal == "response.completed" and not r.seq_error]
+    events = sum(r.events for r in results)
+    last = max((r.ended_s for r in results), default=t_end)
+    peak_kb = s.peak["api"]
+    per_job_events = sorted({r.events for r in completed})
+    statuses = await _statuses(stack, ids)
+    return {
+        "jobs": jobs,
+        "per_job": args.per_job,
+        "upstream": {"tokens": args.hold_tokens, "delay_ms": args.hold_delay_ms,
+                     "ideal_job_s": round(args.hold_tokens * args.hold_delay_ms / 1000, 2)},
+        "create_errors": create_errors[:20],
+        "streams_opened": state["opened"],
+        "peak_concurrent_open": state["peak"],
+        "all_open_after_s": None if state["all_open_s"] is None else round(state["all_open_s"], 3),
+        "completed_streams": len(completed),
+        "errors": len(results) - len(completed) + len(pending),
+        "error_samples": [r.error or r.seq_error or str(r.terminal) for r in results
+                          if r not in completed][:20],
+        "seq_gaps": sum(r.gaps for r in results),
+        "events_per_completed_stream": per_job_events[:5],
+        "events_relayed": events,
+        "relay_window_s": round(last - t_open, 3),
+        "events_per_s": round(events / max(last - t_open, 1e-9)),
+        "create_to_last_end_s": round(last - start, 3),
+        "api_rss_mb": {"before": round(rss_before / 1024, 1), "peak": round(peak_kb / 1024, 1)},
+        "api_kb_per_open_stream": round((peak_kb - rss_before) / max(state["peak"], 1), 1),
+        "cpu_s": {n: round(s.cpu_s(n) - c, 2) for n, c in cpu.items()},
+        "bench_client_cpu_s": round(time.process_time() - bench_cpu, 2),
+        "worker_peak_rss_mb": round(s.peak["worker"] / 1024, 1),
+        "final_statuses": statuses,
+    }
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _problems(name: str, r: dict[str, Any]) -> list[str]:
+    out = []
+    if r.get("failed"):
+        out.append(f"{name}: {r['failed']} failed requests")
+    if r.get("create_errors"):
+        out.append(f"{name}: {len(r['create_errors'])}+ creates failed")
+    if "completed" in r and r["completed"] < r["jobs"]:
+        out.append(f"{name}: only {r['completed']} of {r['jobs']} jobs completed")
+    if r.get("still_running_at_timeout"):
+        out.append(f"{name}: {r['still_running_at_timeout']} jobs not terminal at the timeout")
+    if r.get("errors"):
+        out.append(f"{name}: {r['errors']} streams failed or were truncated")
+    if r.get("seq_gaps"):
+        out.append(f"{name}: {r['seq_gaps']} missing sequence numbers")
+    return out
+
+
+def _line(name: str, r: dict[str, Any]) -> str:
+    if name == "ttft":
+        return (
+            f"ttft: resq p50 {r['resq_ttft_ms']['p50']} ms p99 {r['resq_ttft_ms']['p99']} ms | "
+            f"upstream direct p50 {r['direct_ttft_ms']['p50']} ms p99 "
+            f"{r['direct_ttft_ms']['p99']} ms | added p50 {r['added_ms']['p50']} ms "
+            f"p99 {r['added_ms']['p99']} ms ({r['requests']} requests, {r['failed']} failed)"
+        )
+    if name.startswith("worker"):
+        return (
+            f"{name}: {r['completed']}/{r['jobs']} completed in {r['wall_s']} s "
+            f"(ideal {r['ideal_s']} s; creates took {r['create_phase_s']} s), "
+            f"failures {len(r['stream_failures']) + len(r['create_errors'])}, "
+            f"worker peak RSS {r['worker_peak_rss_mb']} MB, CPU {r['cpu_s']}"
+        )
+    return (
+        f"{name}: {r['streams_opened']} opened (peak {r['peak_concurrent_open']} at once), "
+        f"{r['completed_streams']} got response.completed, {r['errors']} errors, "
+        f"{r['events_relayed']} events in {r['relay_window_s']} s = {r['events_per_s']} ev/s, "
+        f"API RSS {r['api_rss_mb']['before']} -> {r['api_rss_mb']['peak']} MB = "
+        f"{r['api_kb_per_open_stream']} KB/stream, CPU {r['cpu_s']}"
+    )
+
+
+async def run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    with Sampler(stack.pids()) as sampler:
+        # Warm the worker (imports, first connections) so the first measured job is not a cold one.
+        warm = await sse(stack.api_port, "POST", "/v1/responses", _create(False, True))
+        if warm.terminal != "response.completed":
+            raise RuntimeError(f"the warm-up response did not complete: {warm}")
+        steps: list[tuple[str, Any]] = []
+        if "ttft" in args.only:
+            steps.append(("ttft", lambda: scenario_ttft(stack, args)))
+        if "worker" in args.only:
+            steps.append((f"worker-{args.jobs}", lambda: scenario_worker(stack, args, sampler)))
+        if "streams" in args.only:
+            steps.append((f"streams-{args.streams}", lambda: scenario_streams(stack, args, sampler)))
+        for name, step in steps:
+            results[name] = r = await step()
+            print(_line(name, r), flush=True)
+            if stack.alive():
+                raise RuntimeError(f"resq processes exited: {stack.alive()}")
+    return results
+
+
+def _meta(args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except OSError:
+        head = ""
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "git_head": head,
+        "cpus": os.cpu_count(),
+        "loadavg_at_start": os.getloadavg(),
+        "python": sys.version.split()[0],
+        "args": vars(args),
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", default="ttft,worker,streams", help="comma-separated scenarios")
+    p.add_argument("--ttft-requests", type=int, default=100)
+    p.add_argument("--ttft-tokens", type=int, default=3, help="upstream tokens in ttft")
+    p.add_argument("--ttft-delay-ms", type=float, default=20)
+    p.add_argument("--warmup", type=int, default=5, help="ttft requests not counted")
+    p.add_argument("--jobs", type=int, default=200, help="worker scenario: jobs at once")
+    p.add_argument("--streams", type=int, default=1000, help="streams held at once")
+    p.add_argument("--per-job", type=int, default=5, help="streams per background job")
+    p.add_argument("--hold-tokens", type=int, default=400)
+    p.add_argument("--hold-delay-ms", type=float, default=25)
+    p.add_argument("--concurrency", type=int, default=300, help="RESQ_WORKER_CONCURRENCY")
+    p.add_argument("--log-level", default="INFO", help="RESQ_LOG_LEVEL of API and worker")
+    p.add_argument("--timeout", type=float, default=120, help="per scenario wait, seconds")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, db)")
+    args = p.parse_args(argv)
+    args.only = {x.strip() for x in args.only.split(",") if x.strip()}
+    return args
+
+
+def _raise_interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    report: dict[str, Any] = {"meta": _meta(args), "scenarios": {}, "problems": []}
+    stack = None
+    failed = True
+    try:
+        stack = Stack.start(args)
+        print(f"resq bench: API :{stack.api_port}, logs in {stack.root}", flush=True)
+        report["scenarios"] = asyncio.run(run(stack, args))
+        for name, r in report["scenarios"].items():
+            report["problems"] += _problems(name, r)
+        failed = bool(report["problems"])
+    except (RuntimeError, OSError, AssertionError) as exc:
+        report["problems"].append(f"{type(exc).__name__}: {exc}")
+    finally:
+        if stack is not None:
+            if failed:
+                report["log_tails"] = stack.tails()
+            stack.stop()
+        report["meta"]["loadavg_at_end"] = os.getloadavg()
+        RESULTS.mkdir(exist_ok=True)
+        out = RESULTS / f"streams-{time.strftime('%Y%m%dT%H%M%S')}.json"
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"results: {out}", flush=True)
+        if failed:
+            for problem in report["problems"]:
+                print(f"PROBLEM: {problem}", flush=True)
+            for name, lines in report.get("log_tails", {}).items():
+                print(f"--- {name}.log (notable lines, then tail) ---", *lines, sep="\n", flush=True)
+            if stack is not None:
+                print(f"logs kept in {stack.root}", flush=True)
+        elif stack is not None and not args.keep:
+            shutil.rmtree(stack.root, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

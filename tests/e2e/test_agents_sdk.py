@@ -1,0 +1,69 @@
+"""The OpenAI Agents SDK against resq: a streamed run, and what it sees when its (background)
+response is cancelled mid-stream: the run ends at once with the SDK's own error naming the
+terminal event and ``status=cancelled`` — no hang, no parse failure."""
+
+from __future__ import annotations
+
+import asyncio
+
+import openai
+import pytest
+from agents import Agent, ModelSettings, Runner, set_tracing_disabled
+from agents.exceptions import ModelBehaviorError
+from agents.models.openai_responses import OpenAIResponsesModel
+
+from tests.e2e.conftest import KEY_A, Stack
+from tests.e2e.helpers import script
+
+pytestmark = pytest.mark.e2e
+
+
+def agent(client: openai.AsyncOpenAI, settings: ModelSettings | None = None) -> Agent:
+    set_tracing_disabled(True)
+    model = OpenAIResponsesModel(model="resq-builtin", openai_client=client)
+    return Agent(
+        name="a", instructions="be brief", model=model, model_settings=settings or ModelSettings()
+    )
+
+
+def async_client(stack: Stack) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=stack.base_url, api_key=KEY_A, max_retries=0)
+
+
+def test_streamed_run_completes(stack: Stack) -> None:
+    async def run() -> tuple[str, list[str]]:
+        async with async_client(stack) as sdk:
+            result = Runner.run_streamed(agent(sdk), input=script(text="agents work"))
+            kinds = [event.type async for event in result.stream_events()]
+            return str(result.final_output), kinds
+
+    final, kinds = asyncio.run(run())
+    assert final == "agents work"
+    assert "raw_response_event" in kinds
+
+
+def test_cancelled_background_response_ends_the_agents_stream(
+    stack: Stack, client: openai.OpenAI
+) -> None:
+    async def run() -> str:
+        async with async_client(stack) as sdk:
+            result = Runner.run_streamed(
+                agent(sdk, ModelSettings(extra_body={"background": True})),
+                input=script(words=300, delay_ms=20),
+            )
+            response_id = ""
+            try:
+                async for event in result.stream_events():
+                    data = getattr(event, "data", None)
+                    kind = getattr(data, "type", None)
+                    if kind == "response.created":
+                        response_id = data.response.id  # type: ignore[union-attr]
+                    elif kind == "response.output_text.delta" and response_id:
+                        await asyncio.to_thread(client.responses.cancel, response_id)
+                        response_id = ""
+            except ModelBehaviorError as exc:
+                return str(exc)
+        raise AssertionError("the run did not report the cancelled response")
+
+    message = asyncio.run(asyncio.wait_for(run(), timeout=20))
+    assert "response.incomplete" in message and "status=cancelled" in message
