@@ -170,13 +170,14 @@ def _log_cancelled_before_start(deps: Deps, response_id: str) -> None:
     row = deps.store.get_response(response_id=response_id)
     if row is None:
         return
-    emitter = Emitter(deps.bus, response_id)
+    queued = deps.store.render(row, output=[], status=Status.QUEUED.value)
+    final = deps.store.render(row, output=[])
     try:
-        for type_ in ("response.created", "response.queued"):
-            snapshot = deps.store.render(row, output=[], status=Status.QUEUED.value)
-            emitter.emit(ResponseEvent(type=type_, response=snapshot))
-        final = deps.store.render(row, output=[])
-        emitter.emit(ResponseEvent(type=terminal_type(row.status), response=final))
+        Emitter(deps.bus, response_id).emit(
+            ResponseEvent(type="response.created", response=queued),
+            ResponseEvent(type="response.queued", response=queued),
+            ResponseEvent(type=terminal_type(row.status), response=final),
+        )
     except redis.ResponseError:  # an entry already holds that sequence number
         log.warning("response %s: event log already written; leaving it", response_id)
 

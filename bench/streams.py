@@ -48,7 +48,6 @@ HOST = "127.0.0.1"
 RESULTS = Path(__file__).with_name("results")
 TERMINAL = {"response.completed", "response.failed", "response.incomplete"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 # --------------------------------------------------------------------------- /proc
 
@@ -74,10 +73,13 @@ def _children(pid: int) -> list[int]:
 
 def _rss_kb(pid: int) -> int:
     try:
-        with open(f"/proc/{pid}/statm") as f:
-            return int(f.read().split()[1]) * PAGE_KB
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
     except (OSError, IndexError, ValueError):
-        return 0
+        pass
+    return 0
 
 
 def _cpu_s(pid: int) -> float:
@@ -148,7 +150,9 @@ async def _request(
     raw = await reader.readuntil(b"\r\n\r\n")
     lines = raw.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ", 2)[1])
-    hdrs = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+    hdrs = {
+        k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)
+    }
     return reader, writer, status, hdrs
 
 
@@ -185,13 +189,16 @@ async def _body_chunks(reader: asyncio.StreamReader, headers: dict[str, str]) ->
         yield await reader.read()
 
 
-async def http_json(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    reader, writer, status, headers = await _request(port, method, path, body)
-    try:
-        raw = b"".join([piece async for piece in _body_chunks(reader, headers)])
-        return status, json.loads(raw) if raw else None
-    finally:
-        writer.close()
+async def http_json(
+    port: int, method: str, path: str, body: Any = None, *, timeout: float = 60
+) -> tuple[int, Any]:
+    async with asyncio.timeout(timeout):
+        reader, writer, status, headers = await _request(port, method, path, body)
+        try:
+            raw = b"".join([piece async for piece in _body_chunks(reader, headers)])
+            return status, json.loads(raw) if raw else None
+        finally:
+            writer.close()
 
 
 @dataclass
@@ -199,11 +206,65 @@ class StreamResult:
     status: int = 0
     events: int = 0
     terminal: str | None = None
-    first_delta_s: float | None = None  # since the request started
+    final_status: str | None = None  # the Response's status in the terminal event
+    first_event_s: float | None = None  # since the request started
+    first_delta_s: float | None = None
     seq_error: str | None = None
     gaps: int = 0
     error: str | None = None
     ended_s: float = 0.0
+
+
+_SEQ = re.compile(rb'"sequence_number":(\d+)')
+
+
+class EventParser:
+    """SSE blocks → checks. resq events: sequence numbers strictly increasing from 0 (gaps
+    counted), the terminal event parsed as JSON. ``chat``: ``chat.completion.chunk``s, where
+    the first content chunk is the first delta."""
+
+    def __init__(self, result: StreamResult, start: float, chat: bool) -> None:
+        self.result = result
+        self.start = start
+        self.chat = chat
+        self.expected = 0
+        self.pending = b""
+
+    def feed(self, data: bytes) -> None:
+        blocks = (self.pending + data).split(b"\n\n")
+        self.pending = blocks.pop()
+        r = self.result
+        for block in blocks:
+            at = block.find(b"data: ")
+            if at < 0:
+                continue  # a keep-alive comment
+            payload = block[at + 6 :]
+            if r.first_event_s is None:
+                r.first_event_s = time.perf_counter() - self.start
+            if self.chat:
+                if payload == b"[DONE]":
+                    r.terminal = "[DONE]"
+                    continue
+                r.events += 1
+                if r.first_delta_s is None and b'"content":"w' in payload:
+                    r.first_delta_s = time.perf_counter() - self.start
+                continue
+            r.events += 1
+            kind = block[7 : block.find(b"\n")].decode() if block[:7] == b"event: " else ""
+            match = _SEQ.search(payload)
+            seq = int(match.group(1)) if match else None
+            if seq is None or seq < self.expected:
+                r.seq_error = (
+                    r.seq_error or f"sequence_number {seq} where >= {self.expected} was due"
+                )
+            else:
+                r.gaps += seq - self.expected
+                self.expected = seq + 1
+            if kind == "response.output_text.delta" and r.first_delta_s is None:
+                r.first_delta_s = time.perf_counter() - self.start
+            if kind in TERMINAL:
+                r.terminal = kind
+                r.final_status = json.loads(payload)["response"]["status"]
 
 
 async def sse(
@@ -215,53 +276,29 @@ async def sse(
     headers: dict[str, str] | None = None,
     chat: bool = False,
     on_open: Callable[[], None] | None = None,
+    timeout: float = 120,
 ) -> StreamResult:
-    """Read one SSE body to its end. resq events: check sequence numbers; ``chat``: the
-    upstream's ``chat.completion.chunk`` (first content chunk counts as the first delta)."""
+    """Read one SSE body to its end (or its first error, or ``timeout``) and check it."""
     result = StreamResult()
     start = time.perf_counter()
-    expected = 0
+    parser = EventParser(result, start, chat)
     writer = None
     try:
-        reader, writer, result.status, hdrs = await _request(port, method, path, body, headers)
-        if result.status != 200:
-            raw = b"".join([p async for p in _body_chunks(reader, hdrs)])
-            result.error = f"HTTP {result.status}: {raw[:300]!r}"
-            return result
-        if on_open:
-            on_open()
-        pending = b""
-        async for piece in _body_chunks(reader, hdrs):
-            blocks = (pending + piece).split(b"\n\n")
-            pending = blocks.pop()
-            for block in blocks:
-                data = b"".join(ln[5:].strip() for ln in block.split(b"\n") if ln[:5] == b"data:")
-                if not data:
-                    continue  # a keep-alive comment
-                if chat:
-                    if data == b"[DONE]":
-                        result.terminal = "[DONE]"
-                        continue
-                    result.events += 1
-                    if result.first_delta_s is None and b'"content":"w' in data:
-                        result.first_delta_s = time.perf_counter() - start
-                    continue
-                event = json.loads(data)
-                result.events += 1
-                seq = event.get("sequence_number")
-                if result.seq_error is None and (not isinstance(seq, int) or seq < expected):
-                    result.seq_error = f"sequence_number {seq!r} where >= {expected} was due"
-                elif isinstance(seq, int):
-                    result.gaps += seq - expected
-                    expected = seq + 1
-                kind = event.get("type")
-                if kind == "response.output_text.delta" and result.first_delta_s is None:
-                    result.first_delta_s = time.perf_counter() - start
-                if kind in TERMINAL:
-                    result.terminal = kind
-        if pending.strip():
-            result.error = f"the body ended inside an event: {pending[:200]!r}"
-    except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
+        async with asyncio.timeout(timeout):
+            reader, writer, result.status, hdrs = await _request(port, method, path, body, headers)
+            if result.status != 200:
+                raw = b"".join([p async for p in _body_chunks(reader, hdrs)])
+                result.error = f"HTTP {result.status}: {raw[:300]!r}"
+                return result
+            if on_open:
+                on_open()
+            async for piece in _body_chunks(reader, hdrs):
+                parser.feed(piece)
+            if parser.pending.strip():
+                result.error = f"the body ended inside an event: {parser.pending[:200]!r}"
+    except TimeoutError:
+        result.error = f"no end after {timeout:g} s ({result.events} events so far)"
+    except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError, KeyError) as exc:
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
         result.ended_s = time.perf_counter()
@@ -344,7 +381,7 @@ class Stack:
         assert self.redis.process is not None
         return {**{n: p.pid for n, p in self.processes.items()}, "redis": self.redis.process.pid}
 
-    def alive(self) -> list[str]:
+    def exited(self) -> list[str]:
         return [n for n, p in self.processes.items() if p.poll() is not None]
 
     def tails(self, lines: int = 40) -> dict[str, list[str]]:
@@ -359,6 +396,9 @@ class Stack:
     def stop(self) -> None:
         stop_all([p for n, p in self.processes.items() if n != "upstream"])
         stop_all([p for n, p in self.processes.items() if n == "upstream"], timeout=5)
+        for p in self.processes.values():
+            if p.stdout is not None:
+                p.stdout.close()
         self.redis.stop()
         for log in self.logs:
             log.close()
@@ -379,6 +419,43 @@ def _create(background: bool, stream: bool) -> dict[str, Any]:
     return {"model": "bench-up", "input": "x", "background": background, "stream": stream}
 
 
+def _why(r: StreamResult) -> str:
+    return r.error or r.seq_error or f"ended with {r.terminal} (status {r.final_status})"
+
+
+_LOG = re.compile(
+    r"^(\S+ \S+) INFO celery\.\S+: Task resq\.run_response\[(resp_\w+)\] "
+    r"(received|succeeded in ([\d.]+)s)"
+)
+
+
+def _worker_log(stack: Stack, ids: list[str]) -> dict[str, Any]:
+    """From the worker's INFO log: how fast it took the jobs in, and how long each ran."""
+    wanted, received, runs = set(ids), [], []
+    path = stack.root / "worker.log"
+    for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
+        m = _LOG.match(line)
+        if m and m.group(2) in wanted:
+            if m.group(3) == "received":
+                stamp = time.strptime(m.group(1).split(",")[0], "%Y-%m-%d %H:%M:%S")
+                received.append(time.mktime(stamp) + int(m.group(1).split(",")[1]) / 1000)
+            else:
+                runs.append(float(m.group(4)))
+    if not received:
+        return {"note": "no task lines (RESQ_LOG_LEVEL above INFO?)"}
+    span = max(received) - min(received)
+    return {
+        "received": len(received),
+        "receive_span_s": round(span, 3),
+        "intake_per_s": round((len(received) - 1) / span, 1) if span else None,
+        "task_run_s": {
+            "p50": _pct(runs, 0.5),
+            "p99": _pct(runs, 0.99),
+            "max": max(runs, default=None),
+        },
+    }
+
+
 async def scenario_ttft(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     await set_upstream(stack, args.ttft_tokens, args.ttft_delay_ms)
     chat_body = {
@@ -387,27 +464,51 @@ async def scenario_ttft(stack: Stack, args: argparse.Namespace) -> dict[str, Any
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    resq, direct, failures = [], [], []
+    resq, direct, first_event, failures = [], [], [], []
     for i in range(args.ttft_requests + args.warmup):  # alternate: same conditions for both
-        a = await sse(stack.api_port, "POST", "/v1/responses", _create(False, True))
-        b = await sse(stack.upstream_port, "POST", "/v1/chat/completions", chat_body, chat=True)
+        a = await sse(stack.api_port, "POST", "/v1/responses", _create(False, True), timeout=30)
+        b = await sse(
+            stack.upstream_port, "POST", "/v1/chat/completions", chat_body, chat=True, timeout=30
+        )
         for r, where in ((a, "resq"), (b, "upstream")):
             bad = r.error or r.seq_error or r.terminal not in ("response.completed", "[DONE]")
+            bad = bad or (where == "resq" and r.final_status != "completed")
             if bad:
                 failures.append(f"{where} request {i}: {r.error or r.seq_error or r.terminal}")
         if i >= args.warmup and a.first_delta_s is not None and b.first_delta_s is not None:
             resq.append(a.first_delta_s)
             direct.append(b.first_delta_s)
+            first_event.append(a.first_event_s or 0.0)
+    creates = []  # what the API alone adds before the job exists: validate, INSERT, enqueue
+    for _ in range(20):
+        t = time.perf_counter()
+        status, _body = await http_json(
+            stack.api_port, "POST", "/v1/responses", _create(True, False)
+        )
+        creates.append(time.perf_counter() - t)
+        if status != 200:
+            failures.append(f"background create: HTTP {status}")
     p50 = (_pct(resq, 0.5) or 0) - (_pct(direct, 0.5) or 0)
     p99 = (_pct(resq, 0.99) or 0) - (_pct(direct, 0.99) or 0)
     return {
         "requests": len(resq),
         "upstream": {"tokens": args.ttft_tokens, "delay_ms": args.ttft_delay_ms},
-        "resq_ttft_ms": {"p50": _ms(_pct(resq, 0.5)), "p99": _ms(_pct(resq, 0.99)),
-                         "mean": _ms(statistics.fmean(resq)) if resq else None},
-        "direct_ttft_ms": {"p50": _ms(_pct(direct, 0.5)), "p99": _ms(_pct(direct, 0.99)),
-                           "mean": _ms(statistics.fmean(direct)) if direct else None},
+        "resq_ttft_ms": {
+            "p50": _ms(_pct(resq, 0.5)),
+            "p99": _ms(_pct(resq, 0.99)),
+            "mean": _ms(statistics.fmean(resq)) if resq else None,
+        },
+        "direct_ttft_ms": {
+            "p50": _ms(_pct(direct, 0.5)),
+            "p99": _ms(_pct(direct, 0.99)),
+            "mean": _ms(statistics.fmean(direct)) if direct else None,
+        },
         "added_ms": {"p50": _ms(p50), "p99": _ms(p99)},
+        "resq_first_event_ms": {
+            "p50": _ms(_pct(first_event, 0.5)),
+            "p99": _ms(_pct(first_event, 0.99)),
+        },
+        "background_create_ms": {"p50": _ms(_pct(creates, 0.5)), "p99": _ms(_pct(creates, 0.99))},
         "failures": failures[:20],
         "failed": len(failures),
     }
@@ -445,20 +546,39 @@ async def _statuses(stack: Stack, ids: list[str]) -> dict[str, int]:
 
 
 async def scenario_worker(stack: Stack, args: argparse.Namespace, s: Sampler) -> dict[str, Any]:
+    """``--jobs`` background jobs created at once; each creator then follows its job's stream
+    (from sequence 0), so a completion is seen when it happens."""
     await set_upstream(stack, 50, 20)
     s.reset()
     cpu = {n: s.cpu_s(n) for n in ("api", "worker", "upstream")}
-    ids, create_errors, start = await _create_jobs(stack, args.jobs)
-    created = time.perf_counter()
-    tasks = [
-        asyncio.create_task(sse(stack.api_port, "GET", f"/v1/responses/{rid}?stream=true"))
-        for rid in ids
-    ]
-    done, pending = await asyncio.wait(tasks, timeout=args.timeout) if tasks else (set(), set())
+    ids: list[str] = []
+    create_errors: list[str] = []
+    created: list[float] = []
+
+    async def job() -> StreamResult | None:
+        try:
+            status, body = await http_json(
+                stack.api_port, "POST", "/v1/responses", _create(True, False)
+            )
+        except (OSError, ValueError) as exc:
+            create_errors.append(f"{type(exc).__name__}: {exc}")
+            return None
+        created.append(time.perf_counter())
+        if status != 200 or not isinstance(body, dict) or body.get("status") != "queued":
+            create_errors.append(f"HTTP {status}: {str(body)[:300]}")
+            return None
+        ids.append(body["id"])
+        path = f"/v1/responses/{body['id']}?stream=true"
+        return await sse(stack.api_port, "GET", path, timeout=args.timeout)
+
+    start = time.perf_counter()
+    tasks = [asyncio.create_task(job()) for _ in range(args.jobs)]
+    done, pending = await asyncio.wait(tasks, timeout=args.timeout + 10)
     for t in pending:
         t.cancel()
-    results = [t.result() for t in done]
-    ended = [r.ended_s for r in results if r.terminal == "response.completed"]
+    results = [r for r in (t.result() for t in done) if r is not None]
+    ok = [r for r in results if r.final_status == "completed" and not r.seq_error and not r.error]
+    ended = [r.ended_s - start for r in ok]
     statuses = await _statuses(stack, ids)
     up = (await http_json(stack.upstream_port, "GET", "/_bench/stats"))[1]
     return {
@@ -466,18 +586,20 @@ async def scenario_worker(stack: Stack, args: argparse.Namespace, s: Sampler) ->
         "ideal_s": 1.0,
         "created": len(ids),
         "create_errors": create_errors[:20],
-        "create_phase_s": round(created - start, 3),
-        "completed": len(ended),
-        "wall_s": round(max(ended) - start, 3) if ended else None,
-        "job_latency_s": {"p50": round((_pct(ended, 0.5) or start) - start, 3),
-                          "p99": round((_pct(ended, 0.99) or start) - start, 3)},
-        "stream_failures": [r.error or r.seq_error or r.terminal for r in results
-                            if r.terminal != "response.completed" or r.seq_error][:20],
-        "still_running_at_timeout": len(pending),
+        "create_phase_s": round(max(created) - start, 3) if created else None,
+        "completed": len(ok),
+        "wall_s": round(max(ended), 3) if ended else None,
+        "completion_after_first_create_s": {
+            "p50": round(_pct(ended, 0.5) or 0, 3),
+            "p99": round(_pct(ended, 0.99) or 0, 3),
+        },
+        "stream_failures": [_why(r) for r in results if r not in ok][:20],
+        "not_terminal_at_timeout": len(pending) + sum(1 for r in results if r.terminal is None),
         "final_statuses": statuses,
         "worker_peak_rss_mb": round(s.peak["worker"] / 1024, 1),
         "cpu_s": {n: round(s.cpu_s(n) - c, 2) for n, c in cpu.items()},
         "upstream_peak_concurrent_streams": up.get("peak_active"),
+        "worker_log": _worker_log(stack, ids),
     }
 
 
@@ -491,30 +613,36 @@ async def scenario_streams(stack: Stack, args: argparse.Namespace, s: Sampler) -
     cpu = {n: s.cpu_s(n) for n in ("api", "worker", "upstream")}
     bench_cpu = time.process_time()
     state: dict[str, Any] = {"open": 0, "opened": 0, "peak": 0, "all_open_s": None}
+    open_times: list[float] = []  # when each stream got its 200, since the first was opened
     total = len(ids) * args.per_job
 
     def opened() -> None:
         state["open"] += 1
         state["opened"] += 1
+        open_times.append(time.perf_counter() - t_open)
         state["peak"] = max(state["peak"], state["open"])
         if state["open"] == total and state["all_open_s"] is None:
             state["all_open_s"] = time.perf_counter() - t_open
 
     async def follow(rid: str) -> StreamResult:
         try:
-            return await sse(stack.api_port, "GET", f"/v1/responses/{rid}?stream=true",
-                             on_open=opened)
+            path = f"/v1/responses/{rid}?stream=true"
+            return await sse(stack.api_port, "GET", path, on_open=opened, timeout=args.timeout)
         finally:
             state["open"] -= 1
 
     t_open = time.perf_counter()
     tasks = [asyncio.create_task(follow(rid)) for rid in ids for _ in range(args.per_job)]
-    done, pending = await asyncio.wait(tasks, timeout=args.timeout) if tasks else (set(), set())
+    done, pending = (
+        await asyncio.wait(tasks, timeout=args.timeout + 10) if tasks else (set(), set())
+    )
     for t in pending:
         t.cancel()
     t_end = time.perf_counter()
     results = [t.result() for t in done]
-    completed = [r for r in results if r.terminal == "response.completed" and not r.seq_error]
+    completed = [
+        r for r in results if r.final_status == "completed" and not r.seq_error and not r.error
+    ]
     events = sum(r.events for r in results)
     last = max((r.ended_s for r in results), default=t_end)
     peak_kb = s.peak["api"]
@@ -523,16 +651,22 @@ async def scenario_streams(stack: Stack, args: argparse.Namespace, s: Sampler) -
     return {
         "jobs": jobs,
         "per_job": args.per_job,
-        "upstream": {"tokens": args.hold_tokens, "delay_ms": args.hold_delay_ms,
-                     "ideal_job_s": round(args.hold_tokens * args.hold_delay_ms / 1000, 2)},
+        "upstream": {
+            "tokens": args.hold_tokens,
+            "delay_ms": args.hold_delay_ms,
+            "ideal_job_s": round(args.hold_tokens * args.hold_delay_ms / 1000, 2),
+        },
         "create_errors": create_errors[:20],
         "streams_opened": state["opened"],
         "peak_concurrent_open": state["peak"],
         "all_open_after_s": None if state["all_open_s"] is None else round(state["all_open_s"], 3),
+        "stream_open_s": {
+            q: round(_pct(open_times, f) or 0, 3)
+            for q, f in (("p50", 0.5), ("p90", 0.9), ("max", 1))
+        },
         "completed_streams": len(completed),
         "errors": len(results) - len(completed) + len(pending),
-        "error_samples": [r.error or r.seq_error or str(r.terminal) for r in results
-                          if r not in completed][:20],
+        "error_samples": [_why(r) for r in results if r not in completed][:20],
         "seq_gaps": sum(r.gaps for r in results),
         "events_per_completed_stream": per_job_events[:5],
         "events_relayed": events,
@@ -545,6 +679,7 @@ async def scenario_streams(stack: Stack, args: argparse.Namespace, s: Sampler) -
         "bench_client_cpu_s": round(time.process_time() - bench_cpu, 2),
         "worker_peak_rss_mb": round(s.peak["worker"] / 1024, 1),
         "final_statuses": statuses,
+        "worker_log": _worker_log(stack, ids),
     }
 
 
@@ -559,8 +694,15 @@ def _problems(name: str, r: dict[str, Any]) -> list[str]:
         out.append(f"{name}: {len(r['create_errors'])}+ creates failed")
     if "completed" in r and r["completed"] < r["jobs"]:
         out.append(f"{name}: only {r['completed']} of {r['jobs']} jobs completed")
-    if r.get("still_running_at_timeout"):
-        out.append(f"{name}: {r['still_running_at_timeout']} jobs not terminal at the timeout")
+    if r.get("not_terminal_at_timeout"):
+        out.append(f"{name}: {r['not_terminal_at_timeout']} jobs not terminal at the timeout")
+    if r.get("final_statuses") and set(r["final_statuses"]) != {"completed"}:
+        out.append(f"{name}: final statuses {r['final_statuses']}")
+    if "peak_concurrent_open" in r and r["peak_concurrent_open"] < r["jobs"] * r["per_job"]:
+        out.append(
+            f"{name}: only {r['peak_concurrent_open']} streams were open at once (jobs ended "
+            "before the last streams opened: raise --hold-tokens or --hold-delay-ms)"
+        )
     if r.get("errors"):
         out.append(f"{name}: {r['errors']} streams failed or were truncated")
     if r.get("seq_gaps"):
@@ -592,11 +734,11 @@ def _line(name: str, r: dict[str, Any]) -> str:
     )
 
 
-async def run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
-    results: dict[str, Any] = {}
+async def run(stack: Stack, args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """Run the chosen scenarios in order, each result into ``results`` as soon as it is in."""
     with Sampler(stack.pids()) as sampler:
         # Warm the worker (imports, first connections) so the first measured job is not a cold one.
-        warm = await sse(stack.api_port, "POST", "/v1/responses", _create(False, True))
+        warm = await sse(stack.api_port, "POST", "/v1/responses", _create(False, True), timeout=60)
         if warm.terminal != "response.completed":
             raise RuntimeError(f"the warm-up response did not complete: {warm}")
         steps: list[tuple[str, Any]] = []
@@ -605,29 +747,34 @@ async def run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
         if "worker" in args.only:
             steps.append((f"worker-{args.jobs}", lambda: scenario_worker(stack, args, sampler)))
         if "streams" in args.only:
-            steps.append((f"streams-{args.streams}", lambda: scenario_streams(stack, args, sampler)))
+            steps.append(
+                (f"streams-{args.streams}", lambda: scenario_streams(stack, args, sampler))
+            )
         for name, step in steps:
             results[name] = r = await step()
             print(_line(name, r), flush=True)
-            if stack.alive():
-                raise RuntimeError(f"resq processes exited: {stack.alive()}")
-    return results
+            if stack.exited():
+                raise RuntimeError(f"processes exited during the run: {stack.exited()}")
 
 
 def _meta(args: argparse.Namespace) -> dict[str, Any]:
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-    except OSError:
-        head = ""
+    def git(*cmd: str) -> str:
+        try:
+            run = subprocess.run(["git", *cmd], capture_output=True, text=True, timeout=5)
+            return run.stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    head = git("rev-parse", "--short", "HEAD").strip()
+    changed = [ln[3:] for ln in git("status", "--porcelain").splitlines() if ln[3:9] != "bench/"]
     return {
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "git_head": head,
+        "uncommitted_outside_bench": changed,
         "cpus": os.cpu_count(),
         "loadavg_at_start": os.getloadavg(),
         "python": sys.version.split()[0],
-        "args": vars(args),
+        "args": {k: sorted(v) if isinstance(v, set) else v for k, v in vars(args).items()},
     }
 
 
@@ -661,19 +808,22 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     report: dict[str, Any] = {"meta": _meta(args), "scenarios": {}, "problems": []}
     stack = None
-    failed = True
+    failed, interrupted = True, False
     try:
         stack = Stack.start(args)
         print(f"resq bench: API :{stack.api_port}, logs in {stack.root}", flush=True)
-        report["scenarios"] = asyncio.run(run(stack, args))
+        asyncio.run(run(stack, args, report["scenarios"]))
         for name, r in report["scenarios"].items():
             report["problems"] += _problems(name, r)
         failed = bool(report["problems"])
+    except KeyboardInterrupt:
+        interrupted = True
+        report["problems"].append("interrupted")
     except (RuntimeError, OSError, AssertionError) as exc:
         report["problems"].append(f"{type(exc).__name__}: {exc}")
     finally:
         if stack is not None:
-            if failed:
+            if failed and not interrupted:
                 report["log_tails"] = stack.tails()
             stack.stop()
         report["meta"]["loadavg_at_end"] = os.getloadavg()
@@ -685,12 +835,14 @@ def main(argv: list[str] | None = None) -> int:
             for problem in report["problems"]:
                 print(f"PROBLEM: {problem}", flush=True)
             for name, lines in report.get("log_tails", {}).items():
-                print(f"--- {name}.log (notable lines, then tail) ---", *lines, sep="\n", flush=True)
+                print(
+                    f"--- {name}.log (notable lines, then tail) ---", *lines, sep="\n", flush=True
+                )
             if stack is not None:
                 print(f"logs kept in {stack.root}", flush=True)
         elif stack is not None and not args.keep:
             shutil.rmtree(stack.root, ignore_errors=True)
-    return 1 if failed else 0
+    return 130 if interrupted else 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -166,7 +166,9 @@ class Upstream:
                         return
                     buf += data
                 body, buf = buf[:length], buf[length:]
-                keep = version == b"HTTP/1.1" and headers.get(b"connection", b"").lower() != b"close"
+                keep = (
+                    version == b"HTTP/1.1" and headers.get(b"connection", b"").lower() != b"close"
+                )
                 self.stats.requests += 1
                 keep = self.route(sock, method, path.split(b"?", 1)[0], headers, body, keep)
                 if not keep:
@@ -177,7 +179,13 @@ class Upstream:
             sock.close()
 
     def route(
-        self, sock: Any, method: bytes, path: bytes, headers: dict[bytes, bytes], raw: bytes, keep: bool
+        self,
+        sock: Any,
+        method: bytes,
+        path: bytes,
+        headers: dict[bytes, bytes],
+        raw: bytes,
+        keep: bool,
     ) -> bool:
         path = path.rstrip(b"/")
         if method == b"POST" and path == b"/v1/chat/completions":
@@ -245,8 +253,8 @@ class Upstream:
         if delay and count:
             gevent.sleep(delay * count)
         self.ids += 1
-        message = {"role": "assistant", "content": "".join(f"w{i} " for i in range(count))}
-        message["refusal"] = None
+        content = "".join(f"w{i} " for i in range(count))
+        message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
         payload = {
             "id": f"chatcmpl-bench-{self.ids}",
@@ -271,7 +279,9 @@ class Upstream:
         tail = b',"usage":null}\n\n' if usage else b"}\n\n"
 
         def chunk(delta: bytes, reason: bytes = b"null") -> bytes:
-            return _chunked(head + delta + b',"logprobs":null,"finish_reason":' + reason + b"}]" + tail)
+            return _chunked(
+                head + delta + b',"logprobs":null,"finish_reason":' + reason + b"}]" + tail
+            )
 
         end = [chunk(b"{}", b'"%s"' % finish.encode())]
         if usage:
@@ -451,9 +461,7 @@ def start_subprocess(
 
     command = [sys.executable, "-m", "bench.upstream", "--port", str(port)]
     command += ["--tokens", str(tokens), "--delay-ms", str(delay_ms)]
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, preexec_fn=die_with_parent, **popen
-    )
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, preexec_fn=die_with_parent, **popen)
     assert proc.stdout is not None
     line = proc.stdout.readline().decode().strip()  # bounded: the child prints or exits
     if not line.startswith("http://"):
@@ -541,20 +549,18 @@ def selfcheck(requests: int, concurrency: int, slow_streams: int) -> dict[str, A
     port = free_port()
     proc, url = start_subprocess(port)
     try:
-        results = {
-            "url": url,
-            "non_stream": _phase(
-                port, total=requests, conc=concurrency, stream=False, tokens=50, delay_ms=0
-            ),
-            "stream_50_tokens": _phase(
-                port, total=requests // 2, conc=concurrency, stream=True, tokens=50, delay_ms=0
-            ),
-            f"slow_streams_{slow_streams}x50x20ms": _phase(
-                port, total=slow_streams, conc=slow_streams, stream=True, tokens=50, delay_ms=20
-            ),
-        }
-        cpu = _cpu_seconds(proc.pid)
-        results["server_cpu_s"] = round(cpu, 2)
+        phases = [  # (name, requests, connections, stream, delay_ms)
+            ("non_stream", requests, concurrency, False, 0.0),
+            ("stream_50_tokens", requests // 2, concurrency, True, 0.0),
+            (f"slow_streams_{slow_streams}x50x20ms", slow_streams, slow_streams, True, 20.0),
+        ]
+        results: dict[str, Any] = {"url": url}
+        for name, total, conc, stream, delay_ms in phases:
+            before = _cpu_seconds(proc.pid)
+            results[name] = _phase(
+                port, total=total, conc=conc, stream=stream, tokens=50, delay_ms=delay_ms
+            )
+            results[name]["server_cpu_s"] = round(_cpu_seconds(proc.pid) - before, 2)
         return results
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -24,7 +24,7 @@ from worker.stream_state import StreamState
 
 log = logging.getLogger(__name__)
 
-CANCEL_CHECK_SECONDS = 0.05
+CANCEL_CHECK_SECONDS = 0.2  # how often a running job looks for a cancel
 
 
 @dataclass
@@ -69,21 +69,20 @@ class Run:
         self.emitter = Emitter(bus, row.id)
         self.state = StreamState()
 
-    def _lifecycle(self, type_: str, status: Status) -> None:
+    def _lifecycle(self, type_: str, status: Status) -> ResponseEvent:
         snapshot = self.store.render(self.row, output=[], status=status.value)
-        self.emitter.emit(ResponseEvent(type=type_, response=snapshot))
+        return ResponseEvent(type=type_, response=snapshot)
 
     def start_events(self) -> None:
+        first = Status.QUEUED if self.row.background else Status.IN_PROGRESS
+        events = [self._lifecycle("response.created", first)]
         if self.row.background:
-            self._lifecycle("response.created", Status.QUEUED)
-            self._lifecycle("response.queued", Status.QUEUED)
-        else:
-            self._lifecycle("response.created", Status.IN_PROGRESS)
-        self._lifecycle("response.in_progress", Status.IN_PROGRESS)
+            events.append(self._lifecycle("response.queued", Status.QUEUED))
+        events.append(self._lifecycle("response.in_progress", Status.IN_PROGRESS))
+        self.emitter.emit(*events)
 
     def _publish(self, events: list[StreamEvent]) -> None:
-        for event in events:
-            self.emitter.emit(event)
+        self.emitter.emit(*events)
         for index in self.state.done_indexes:
             self.store.save_output_item(
                 response_id=self.row.id, position=index, item=self.state.output[index]
@@ -139,10 +138,12 @@ class Run:
             self.bus.drop(self.row.id)
             return
         final = self.store.render(row, output=self.state.output)
+        ending: list[StreamEvent] = []
         if row.status == Status.FAILED and row.error:
             # The documented flat error event first, then the terminal event (§4.4).
-            self.emitter.emit(ErrorEvent(code=row.error.get("code"), message=row.error["message"]))
-        self.emitter.emit(ResponseEvent(type=terminal_type(row.status), response=final))
+            ending.append(ErrorEvent(code=row.error.get("code"), message=row.error["message"]))
+        ending.append(ResponseEvent(type=terminal_type(row.status), response=final))
+        self.emitter.emit(*ending)
         log.info("response %s: %s", row.id, row.status)
 
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, func, update
-from sqlalchemy.pool import NullPool
 from sqlmodel import Session, col, delete, select
 
 from shared.errors import InvalidRequest
@@ -19,6 +18,7 @@ ACTIVE_STATUSES = (Status.QUEUED.value, Status.IN_PROGRESS.value)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """Once per pooled connection (WAL itself is a property of the file, kept across opens)."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -31,7 +31,10 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     """An engine for SQLite (WAL, foreign keys on) or Postgres (psycopg 3)."""
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, poolclass=NullPool
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=pool_size,
+            max_overflow=pool_size * 4,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine

@@ -283,9 +283,9 @@ class _Recorder:
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
 
-    def publish(self, response_id: str, event: dict[str, Any]) -> None:
+    def publish(self, response_id: str, events: list[dict[str, Any]]) -> None:
         assert response_id == RESPONSE_ID
-        self.events.append(event)
+        self.events.extend(events)
 
 
 def _counting_ids() -> Callable[[str], str]:
