@@ -548,7 +548,7 @@ async def _statuses(stack: Stack, ids: list[str]) -> dict[str, int]:
 async def scenario_worker(stack: Stack, args: argparse.Namespace, s: Sampler) -> dict[str, Any]:
     """``--jobs`` background jobs created at once; each creator then follows its job's stream
     (from sequence 0), so a completion is seen when it happens."""
-    await set_upstream(stack, 50, 20)
+    await set_upstream(stack, args.worker_tokens, args.worker_delay_ms)
     s.reset()
     cpu = {n: s.cpu_s(n) for n in ("api", "worker", "upstream")}
     ids: list[str] = []
@@ -583,7 +583,7 @@ async def scenario_worker(stack: Stack, args: argparse.Namespace, s: Sampler) ->
     up = (await http_json(stack.upstream_port, "GET", "/_bench/stats"))[1]
     return {
         "jobs": args.jobs,
-        "ideal_s": 1.0,
+        "ideal_s": round(args.worker_tokens * args.worker_delay_ms / 1000, 2),
         "created": len(ids),
         "create_errors": create_errors[:20],
         "create_phase_s": round(max(created) - start, 3) if created else None,
@@ -786,6 +786,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ttft-delay-ms", type=float, default=20)
     p.add_argument("--warmup", type=int, default=5, help="ttft requests not counted")
     p.add_argument("--jobs", type=int, default=200, help="worker scenario: jobs at once")
+    p.add_argument("--worker-tokens", type=int, default=50, help="worker scenario: tokens/job")
+    p.add_argument("--worker-delay-ms", type=float, default=20, help="worker scenario: ms/token")
     p.add_argument("--streams", type=int, default=1000, help="streams held at once")
     p.add_argument("--per-job", type=int, default=5, help="streams per background job")
     p.add_argument("--hold-tokens", type=int, default=400)
