@@ -18,6 +18,14 @@ DEFAULT_CANCEL_WAIT_SECONDS = 5.0
 DEFAULT_UPSTREAM_TIMEOUT_SECONDS = 60.0
 DEFAULT_WORKER_CONCURRENCY = 200
 DEFAULT_SSE_KEEPALIVE_SECONDS = 15.0
+DEFAULT_JOB_TIME_LIMIT_SECONDS = 4 * 3600.0
+DEFAULT_HEARTBEAT_SECONDS = 5.0
+DEFAULT_HEARTBEAT_TIMEOUT_SECONDS = 30.0
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_REAPER_INTERVAL_SECONDS = 10.0
+DEFAULT_UPSTREAM_RETRIES = 4
+DEFAULT_UPSTREAM_RETRY_BUDGET_SECONDS = 60.0
+DEFAULT_IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
 
 class SettingsError(ValueError):
@@ -77,6 +85,14 @@ class Settings:
     upstream_timeout_seconds: float = DEFAULT_UPSTREAM_TIMEOUT_SECONDS
     worker_concurrency: int = DEFAULT_WORKER_CONCURRENCY
     sse_keepalive_seconds: float = DEFAULT_SSE_KEEPALIVE_SECONDS
+    job_time_limit_seconds: float = DEFAULT_JOB_TIME_LIMIT_SECONDS
+    heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
+    heartbeat_timeout_seconds: float = DEFAULT_HEARTBEAT_TIMEOUT_SECONDS
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    reaper_interval_seconds: float = DEFAULT_REAPER_INTERVAL_SECONDS
+    upstream_retries: int = DEFAULT_UPSTREAM_RETRIES
+    upstream_retry_budget_seconds: float = DEFAULT_UPSTREAM_RETRY_BUDGET_SECONDS
+    idempotency_ttl_seconds: int = DEFAULT_IDEMPOTENCY_TTL_SECONDS
     log_level: str = "INFO"
 
     @property
@@ -111,6 +127,24 @@ class Settings:
             worker_concurrency=_int(env, "RESQ_WORKER_CONCURRENCY", DEFAULT_WORKER_CONCURRENCY),
             sse_keepalive_seconds=_float(
                 env, "RESQ_SSE_KEEPALIVE_SECONDS", DEFAULT_SSE_KEEPALIVE_SECONDS
+            ),
+            job_time_limit_seconds=_float(
+                env, "RESQ_JOB_TIME_LIMIT_SECONDS", DEFAULT_JOB_TIME_LIMIT_SECONDS
+            ),
+            heartbeat_seconds=_float(env, "RESQ_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_SECONDS),
+            heartbeat_timeout_seconds=_float(
+                env, "RESQ_HEARTBEAT_TIMEOUT_SECONDS", DEFAULT_HEARTBEAT_TIMEOUT_SECONDS
+            ),
+            max_attempts=_int(env, "RESQ_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS),
+            reaper_interval_seconds=_float(
+                env, "RESQ_REAPER_INTERVAL_SECONDS", DEFAULT_REAPER_INTERVAL_SECONDS
+            ),
+            upstream_retries=_int(env, "RESQ_UPSTREAM_RETRIES", DEFAULT_UPSTREAM_RETRIES),
+            upstream_retry_budget_seconds=_float(
+                env, "RESQ_UPSTREAM_RETRY_BUDGET_SECONDS", DEFAULT_UPSTREAM_RETRY_BUDGET_SECONDS
+            ),
+            idempotency_ttl_seconds=_int(
+                env, "RESQ_IDEMPOTENCY_TTL_SECONDS", DEFAULT_IDEMPOTENCY_TTL_SECONDS
             ),
             log_level=(env.get("RESQ_LOG_LEVEL") or "INFO").upper(),
         )
