@@ -8,6 +8,8 @@ different events, and ``starting_after=N`` is a plain ``XREAD`` from entry ``0-(
 from __future__ import annotations
 
 import json
+import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -106,6 +108,26 @@ class EventBus:
 
     def cancel_requested(self, response_id: str) -> bool:
         return bool(self.redis.exists(keys.cancel(response_id)))
+
+    def beat(self, response_id: str, *, ttl_seconds: float) -> None:
+        """Mark the response as running here; the value says where (``host:pid``)."""
+        where = f"{socket.gethostname()}:{os.getpid()}"
+        self.redis.set(keys.heartbeat(response_id), where, px=int(ttl_seconds * 1000))
+
+    def runner(self, response_id: str) -> str | None:
+        """``host:pid`` of the worker process running the response, if it is beating."""
+        value = self.redis.get(keys.heartbeat(response_id))
+        return value.decode() if isinstance(value, bytes) else None
+
+    def beating(self, response_ids: list[str]) -> set[str]:
+        """The ids among these whose heartbeat is still present."""
+        if not response_ids:
+            return set()
+        found = self.redis.mget([keys.heartbeat(r) for r in response_ids])
+        return {r for r, v in zip(response_ids, found, strict=True) if v is not None}
+
+    def stop_beat(self, response_id: str) -> None:
+        self.redis.delete(keys.heartbeat(response_id))
 
     def drop(self, response_id: str) -> None:
         self.redis.delete(keys.events(response_id), keys.cancel(response_id))

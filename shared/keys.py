@@ -16,3 +16,8 @@ def events(response_id: str) -> str:
 def cancel(response_id: str) -> str:
     """Set when a cancel was asked for; the worker checks it between upstream chunks."""
     return f"{PREFIX}:cancel:{response_id}"
+
+
+def heartbeat(response_id: str) -> str:
+    """Present while a worker runs the response; it expires if the worker stops beating."""
+    return f"{PREFIX}:hb:{response_id}"

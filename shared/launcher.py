@@ -72,6 +72,10 @@ def worker_command(settings: Settings, name: str = "resq@%h") -> list[str]:
         settings.log_level,
         "--without-gossip",
         "--without-mingle",
+        # The reaper runs on beat, embedded in each worker (README, "Durability").
+        "--beat",
+        "--schedule",
+        str((settings.var_dir / f"celerybeat-{name.replace('%', '').replace('@', '-')}").resolve()),
     ]
 
 

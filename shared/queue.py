@@ -8,6 +8,7 @@ from shared import keys
 from shared.settings import Settings
 
 RUN_RESPONSE = "resq.run_response"
+REAP = "resq.reap"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -28,6 +29,15 @@ def make_celery(settings: Settings) -> Celery:
             "max_connections": concurrency * 2 + 20,
         },
         worker_hijack_root_logger=False,
+        # The reaper, run by the beat embedded in each worker (`celery worker --beat`);
+        # duplicates across workers are harmless (every step is a conditional update).
+        beat_schedule={
+            "resq-reap": {
+                "task": REAP,
+                "schedule": settings.reaper_interval_seconds,
+                "options": {"queue": keys.QUEUE, "expires": settings.reaper_interval_seconds},
+            }
+        },
         worker_send_task_events=False,
     )
     return app

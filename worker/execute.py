@@ -17,14 +17,39 @@ from shared.bus import Emitter, EventBus
 from shared.errors import ResqError
 from shared.schema.events import ErrorEvent, ResponseEvent, StreamEvent, terminal_type
 from shared.schema.response import Status, usage_object
+from shared.settings import (
+    DEFAULT_HEARTBEAT_SECONDS,
+    DEFAULT_HEARTBEAT_TIMEOUT_SECONDS,
+    DEFAULT_JOB_TIME_LIMIT_SECONDS,
+    Settings,
+)
 from shared.store import Store
 from shared.store.tables import INPUT, ResponseRow
+from worker.heartbeat import Heartbeat
 from worker.providers.base import Provider, ProviderError, ProviderRequest
 from worker.stream_state import StreamState
 
 log = logging.getLogger(__name__)
 
 CANCEL_CHECK_SECONDS = 0.2  # how often a running job looks for a cancel
+LIFECYCLE_START = frozenset({"response.created", "response.queued", "response.in_progress"})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-job bounds, from the settings (README, "Durability")."""
+
+    time_limit_seconds: float = DEFAULT_JOB_TIME_LIMIT_SECONDS
+    heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
+    heartbeat_timeout_seconds: float = DEFAULT_HEARTBEAT_TIMEOUT_SECONDS
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(
+            time_limit_seconds=settings.job_time_limit_seconds,
+            heartbeat_seconds=settings.heartbeat_seconds,
+            heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds,
+        )
 
 
 @dataclass
@@ -60,13 +85,19 @@ class Run:
         bus: EventBus,
         provider: Provider,
         clock: Callable[[], float] = time.time,
+        time_limit: float = DEFAULT_JOB_TIME_LIMIT_SECONDS,
     ) -> None:
         self.row = row
         self.store = store
         self.bus = bus
         self.provider = provider
         self.clock = clock
-        self.emitter = Emitter(bus, row.id)
+        self.time_limit = time_limit
+        last = bus.last(row.id)
+        # A re-run (the reaper re-queued a lost attempt that had sent no output) continues the
+        # numbering of the log after the lifecycle events it already holds.
+        self.resumed = last is not None
+        self.emitter = Emitter(bus, row.id, start=last.sequence_number + 1 if last else 0)
         self.state = StreamState()
 
     def _lifecycle(self, type_: str, status: Status) -> ResponseEvent:
@@ -74,6 +105,8 @@ class Run:
         return ResponseEvent(type=type_, response=snapshot)
 
     def start_events(self) -> None:
+        if self.resumed:
+            return
         first = Status.QUEUED if self.row.background else Status.IN_PROGRESS
         events = [self._lifecycle("response.created", first)]
         if self.row.background:
@@ -93,7 +126,7 @@ class Run:
         request = _provider_request(self.row, self.store.items(response_id=self.row.id, kind=INPUT))
         if self.bus.cancel_requested(self.row.id):
             return Outcome(Status.CANCELLED)
-        last_check = time.monotonic()
+        started = last_check = time.monotonic()
         try:
             with closing(self.provider.stream(request)) as deltas:  # type: ignore[type-var]
                 for delta in deltas:
@@ -103,6 +136,8 @@ class Run:
                         last_check = now
                         if self.bus.cancel_requested(self.row.id):
                             return Outcome(Status.CANCELLED)
+                        if now - started > self.time_limit:
+                            return self._over_time()
         except ProviderError as exc:
             log.warning("response %s: provider failed: %s", self.row.id, exc.message)
             return Outcome(Status.FAILED, error={"code": exc.code, "message": exc.message})
@@ -111,6 +146,17 @@ class Run:
             detail = "max_output_tokens" if reason == "length" else "content_filter"
             return Outcome(Status.INCOMPLETE, incomplete_details={"reason": detail})
         return Outcome(Status.COMPLETED)
+
+    def _over_time(self) -> Outcome:
+        log.warning("response %s: over the job time limit (%g s)", self.row.id, self.time_limit)
+        return Outcome(
+            Status.FAILED,
+            error={
+                "code": "server_error",
+                "message": "The response ran longer than the job time limit of "
+                f"{self.time_limit:g} s (RESQ_JOB_TIME_LIMIT_SECONDS) and was stopped.",
+            },
+        )
 
     def finish(self, outcome: Outcome) -> None:
         item_status = "completed" if outcome.status == Status.COMPLETED else "incomplete"
@@ -154,6 +200,7 @@ def execute(
     bus: EventBus,
     provider_for: Callable[[str], Provider],
     clock: Callable[[], float] = time.time,
+    limits: Limits = Limits(),
 ) -> None:
     """Run a queued response to its end. Does nothing if it already ended or started."""
     row = store.claim(response_id=response_id, now=int(clock()))
@@ -164,7 +211,21 @@ def execute(
         provider = provider_for(row.model)
     except ResqError as exc:
         provider = _Failing(exc.message)
-    run = Run(row, store=store, bus=bus, provider=provider, clock=clock)
+    run = Run(
+        row,
+        store=store,
+        bus=bus,
+        provider=provider,
+        clock=clock,
+        time_limit=limits.time_limit_seconds,
+    )
+    with Heartbeat(
+        bus, response_id, every=limits.heartbeat_seconds, ttl=limits.heartbeat_timeout_seconds
+    ):
+        _run(run, response_id)
+
+
+def _run(run: Run, response_id: str) -> None:
     run.start_events()
     try:
         outcome = run.generate()

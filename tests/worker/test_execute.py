@@ -10,33 +10,17 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import fakeredis
-import pytest
 
 from shared.bus import EventBus, StoredEvent
 from shared.schema.items import ensure_id, normalize_input
 from shared.schema.requests import parse_create_request
 from shared.schema.response import Status, echo_params
-from shared.store import Store, make_engine, migrate
+from shared.store import Store
 from shared.store.tables import OUTPUT, ResponseRow
 from worker.execute import execute
 from worker.providers.base import Provider
 from worker.providers.builtin import BuiltinModel
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    url = f"sqlite:///{tmp_path / 'resq.db'}"
-    migrate.upgrade(url)
-    return Store(make_engine(url))
-
-
-@pytest.fixture
-def bus() -> EventBus:
-    return EventBus(fakeredis.FakeRedis(), ttl_seconds=60)
 
 
 def submit(store: Store, text: str, **body: Any) -> str:

@@ -1,0 +1,42 @@
+"""Queries for the reaper: running jobs and putting a lost one back in the queue."""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+from sqlmodel import col, select
+
+from shared.schema.response import Status
+from shared.store.repo import Store
+from shared.store.tables import ResponseRow
+
+
+def running_started_before(store: Store, *, before: int, limit: int = 500) -> list[ResponseRow]:
+    """Jobs ``in_progress`` that started before ``before`` (uses the status index)."""
+    with store.session() as s:
+        rows = s.exec(
+            select(ResponseRow)
+            .where(
+                col(ResponseRow.status) == Status.IN_PROGRESS.value,
+                col(ResponseRow.started_at) < before,
+            )
+            .order_by(col(ResponseRow.started_at))
+            .limit(limit)
+        ).all()
+    return list(rows)
+
+
+def requeue(store: Store, *, response_id: str, started_at: int) -> bool:
+    """Put a lost job back to ``queued`` so a worker can claim it again; only if it is still
+    the attempt that was seen (nobody finished or re-claimed it meanwhile)."""
+    with store.session() as s:
+        result = s.execute(
+            update(ResponseRow)
+            .where(
+                col(ResponseRow.id) == response_id,
+                col(ResponseRow.status) == Status.IN_PROGRESS.value,
+                col(ResponseRow.started_at) == started_at,
+            )
+            .values(status=Status.QUEUED.value, started_at=None)
+        )
+        s.commit()
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
