@@ -7,7 +7,10 @@ JSON) and anything unexpected: never a traceback, never an HTML page.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
+import redis
+import sqlalchemy.exc
 from flask import Flask, Response, g, jsonify
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
@@ -51,8 +54,25 @@ def _unexpected(exc: Exception) -> Response:
     )
 
 
+def _unavailable(what: str) -> Callable[[Exception], Response]:
+    def handler(exc: Exception) -> Response:
+        log.warning("request %s: %s unavailable: %s", g.get("request_id"), what, exc)
+        return error_response(
+            errors.ServiceUnavailable(
+                f"resq's {what} is unavailable right now; retry the request shortly."
+            )
+        )
+
+    return handler
+
+
 def register(app: Flask) -> None:
     app.register_error_handler(errors.ResqError, error_response)
+    # Redis or the database briefly away: a clear 503 (the SDK retries it), never a hang.
+    app.register_error_handler(redis.exceptions.ConnectionError, _unavailable("Redis"))
+    app.register_error_handler(redis.exceptions.TimeoutError, _unavailable("Redis"))
+    app.register_error_handler(sqlalchemy.exc.OperationalError, _unavailable("database"))
+    app.register_error_handler(sqlalchemy.exc.InterfaceError, _unavailable("database"))
     app.register_error_handler(ValidationError, lambda exc: error_response(to_invalid_request(exc)))
     app.register_error_handler(HTTPException, _http)
     app.register_error_handler(Exception, _unexpected)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import redis
 from flask import Response, stream_with_context
 
 from api.context import Deps
@@ -52,7 +53,7 @@ def relay(
     client_socket: Any = None,
 ) -> Iterator[bytes]:
     """Replay events after ``after`` and follow live ones until the terminal event."""
-    finished = False
+    finished = client_left = False
     idle_since = time.monotonic()
     keepalive = deps.settings.sse_keepalive_seconds
     last = deps.bus.last(response_id)
@@ -60,7 +61,12 @@ def relay(
         return  # resuming after the end: nothing more will come
     try:
         while True:
-            events = deps.bus.read(response_id, after=after, block_ms=READ_SLICE_MS)
+            try:
+                events = deps.bus.read(response_id, after=after, block_ms=READ_SLICE_MS)
+            except (redis.ConnectionError, redis.TimeoutError):
+                # End cleanly; the client resumes with starting_after once Redis is back.
+                log.warning("response %s: Redis unavailable; ending the stream", response_id)
+                return
             for event in events:
                 yield frame(event)
                 after = event.sequence_number
@@ -71,6 +77,7 @@ def relay(
                 idle_since = time.monotonic()
                 continue
             if client_gone(client_socket):
+                client_left = True
                 return
             if time.monotonic() - idle_since >= keepalive:
                 if _ended_without_log(deps, response_id, after):
@@ -78,8 +85,11 @@ def relay(
                     return
                 yield KEEPALIVE
                 idle_since = time.monotonic()
+    except GeneratorExit:  # the server closed the generator: the client's write failed
+        client_left = True
+        raise
     finally:
-        if not finished:
+        if client_left and not finished:
             log.info("response %s: streaming client went away", response_id)
             if cancel_on_disconnect:
                 deps.bus.request_cancel(response_id)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import fakeredis
 import pytest
+import redis
 from flask.testing import FlaskClient
 
 from api import create_app
@@ -73,13 +74,66 @@ def test_broker_down_is_503_and_nothing_is_kept(tmp_path: Path) -> None:
     assert store.count_responses() == 0
 
 
-def test_unexpected_failure_is_a_json_500_without_traceback(tmp_path: Path) -> None:
+def test_database_unavailable_is_a_json_503(tmp_path: Path) -> None:
     client, _store = make_client(tmp_path, lambda _id: None, migrated=False)
     resp = client.post(
         "/v1/responses", json={"model": "resq-builtin", "input": "hi", "background": True}
     )
-    assert resp.status_code == 500
+    assert resp.status_code == 503
     assert resp.content_type == "application/json"
+    assert resp.get_json() == {
+        "error": {
+            "message": "resq's database is unavailable right now; retry the request shortly.",
+            "type": "server_error",
+            "param": None,
+            "code": "service_unavailable",
+        }
+    }
+    assert b"Traceback" not in resp.data and b"sqlite" not in resp.data.lower()
+
+
+class BrokenRedis(fakeredis.FakeRedis):
+    """A Redis that has gone away (the boundary stand-in)."""
+
+    def xread(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+        raise redis.ConnectionError("Connection refused")
+
+
+class BuggyRedis(fakeredis.FakeRedis):
+    def xread(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+        raise RuntimeError("a bug")
+
+
+def _sync_client(tmp_path: Path, redis_client: fakeredis.FakeRedis) -> FlaskClient:
+    url = f"sqlite:///{tmp_path / 'api.db'}"
+    migrate.upgrade(url)
+    settings = Settings.from_env({"DATABASE_URL": url, "REDIS_URL": "redis://unused"})
+    app = create_app(
+        settings,
+        store=Store(make_engine(url)),
+        bus=EventBus(redis_client, ttl_seconds=60),
+        enqueue=lambda _id: None,
+    )
+    return app.test_client()
+
+
+def test_redis_unavailable_is_a_json_503(tmp_path: Path) -> None:
+    resp = _sync_client(tmp_path, BrokenRedis()).post(
+        "/v1/responses", json={"model": "resq-builtin", "input": "hi"}
+    )
+    assert resp.status_code == 503
+    err = resp.get_json()["error"]
+    assert (err["type"], err["code"]) == ("server_error", "service_unavailable")
+    assert "Redis" in err["message"]
+    # the job was queued before Redis went away: the SDK must not re-POST it
+    assert resp.headers["x-should-retry"] == "false"
+
+
+def test_unexpected_failure_is_a_json_500_without_traceback(tmp_path: Path) -> None:
+    resp = _sync_client(tmp_path, BuggyRedis()).post(
+        "/v1/responses", json={"model": "resq-builtin", "input": "hi"}
+    )
+    assert resp.status_code == 500
     assert resp.get_json() == {
         "error": {
             "message": "The server had an error while processing your request.",
@@ -88,7 +142,7 @@ def test_unexpected_failure_is_a_json_500_without_traceback(tmp_path: Path) -> N
             "code": "server_error",
         }
     }
-    assert b"Traceback" not in resp.data and b"sqlite" not in resp.data.lower()
+    assert b"Traceback" not in resp.data and b"a bug" not in resp.data
 
 
 def test_non_object_body_is_400(queued: tuple[FlaskClient, Store, list[str]]) -> None:
