@@ -72,10 +72,24 @@ def worker_command(settings: Settings, name: str = "resq@%h") -> list[str]:
         settings.log_level,
         "--without-gossip",
         "--without-mingle",
-        # The reaper runs on beat, embedded in each worker (README, "Durability").
-        "--beat",
+    ]
+
+
+def beat_command(settings: Settings) -> list[str]:
+    """Celery beat: schedules the reaper (``resq.reap``). Beat cannot be embedded in a gevent
+    worker, so it is its own (small) process; one per deployment is enough, and a second one
+    is harmless (every reaper step is a conditional update)."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "beat",
         "--schedule",
-        str((settings.var_dir / f"celerybeat-{name.replace('%', '').replace('@', '-')}").resolve()),
+        str((settings.var_dir / "celerybeat-schedule").resolve()),
+        "--loglevel",
+        settings.log_level,
     ]
 
 
@@ -135,6 +149,7 @@ def main() -> int:
     try:
         processes.append(spawn(api_command(settings), env))
         processes.append(spawn(worker_command(settings), env))
+        processes.append(spawn(beat_command(settings), env))
         url = f"http://{settings.host}:{settings.port}"
         wait_healthy(url, 60, processes)
         print(

@@ -29,8 +29,8 @@ def make_celery(settings: Settings) -> Celery:
             "max_connections": concurrency * 2 + 20,
         },
         worker_hijack_root_logger=False,
-        # The reaper, run by the beat embedded in each worker (`celery worker --beat`);
-        # duplicates across workers are harmless (every step is a conditional update).
+        # The reaper, scheduled by `celery beat` (shared.launcher.beat_command); a duplicate
+        # beat is harmless (every reaper step is a conditional update).
         beat_schedule={
             "resq-reap": {
                 "task": REAP,

@@ -1,0 +1,161 @@
+"""Fault injection with real processes: workers killed or stopped mid-job, Redis gone for a
+while, the whole stack restarted with jobs queued. Nothing accepted is lost."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from tests.e2e.durable import MiniStack
+from tests.e2e.helpers import TERMINAL, script
+from tests.e2e.streams import check_stream, read_stream
+
+pytestmark = pytest.mark.e2e
+
+# heartbeat timeout 2 s + reaper every 1 s + a re-run: well inside this bound
+RECOVERY_SECONDS = 20
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MiniStack]:
+    stack = MiniStack(tmp_path_factory.mktemp("durable")).start()
+    try:
+        yield stack
+    finally:
+        stack.close()
+
+
+def wait_terminal(client: openai.OpenAI, rid: str, timeout: float = RECOVERY_SECONDS) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = client.responses.retrieve(rid)
+        if got.status in TERMINAL:
+            return got
+        assert time.monotonic() < deadline, f"{rid} still {got.status}"
+        time.sleep(0.1)
+
+
+def runner_pid(mini: MiniStack, rid: str, timeout: float = 15) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = mini.redis().get(f"resq:hb:{rid}")
+        if value:
+            return int(value.decode().rsplit(":", 1)[1])
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.05)
+
+
+def log_of(mini: MiniStack, rid: str) -> list[dict[str, Any]]:
+    events, _ = read_stream(
+        mini.http, "GET", f"{mini.root_url}/v1/responses/{rid}", params={"stream": "true"}
+    )
+    return events
+
+
+def test_worker_killed_before_output_the_job_reruns(mini: MiniStack) -> None:
+    client = mini.client()
+    rid = client.responses.create(
+        model="resq-builtin", background=True, input=script(text="survived", delay_ms=2500)
+    ).id
+    mini.kill_pid(runner_pid(mini, rid))  # SIGKILL while the model has said nothing yet
+    mini.add_worker()
+    final = wait_terminal(client, rid)
+    assert final.status == "completed" and final.output_text == "survived"
+    events = log_of(mini, rid)
+    check_stream(events)  # one created, gap-free numbering across both attempts
+    assert [e["type"] for e in events].count("response.in_progress") == 1
+
+
+def test_worker_killed_after_output_fails_cleanly(mini: MiniStack) -> None:
+    client = mini.client()
+    rid = client.responses.create(
+        model="resq-builtin", background=True, input=script(words=300, delay_ms=30)
+    ).id
+    pid = runner_pid(mini, rid)
+    r = mini.redis()
+    deadline = time.monotonic() + 10
+    while not any(
+        f[b"t"] == b"response.output_text.delta" for _i, f in r.xrange(f"resq:events:{rid}")
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    killed_at = time.monotonic()
+    mini.kill_pid(pid)
+    mini.add_worker()
+    final = wait_terminal(client, rid)
+    assert time.monotonic() - killed_at < RECOVERY_SECONDS
+    assert final.status == "failed"
+    assert final.error is not None and "after output had started" in final.error.message
+    events = log_of(mini, rid)
+    assert [e["type"] for e in events][-2:] == ["error", "response.failed"]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+
+
+def test_sigterm_lets_running_jobs_finish_and_loses_nothing(mini: MiniStack) -> None:
+    client = mini.client()
+    for name in mini.workers:
+        mini.worker_ready(name)
+    running = [
+        client.responses.create(
+            model="resq-builtin", background=True, input=script(words=15, delay_ms=100)
+        ).id
+        for _ in range(3)
+    ]
+    for rid in running:
+        runner_pid(mini, rid)
+    mini.stop_workers(signal.SIGTERM)  # warm shutdown: running jobs finish first
+    for rid in running:
+        assert client.responses.retrieve(rid).status == "completed"
+    # accepted while no worker runs: queued, and run once a worker is back
+    queued = [
+        client.responses.create(model="resq-builtin", background=True, input="later").id
+        for _ in range(3)
+    ]
+    assert {client.responses.retrieve(r).status for r in queued} == {"queued"}
+    mini.add_worker()
+    for rid in queued:
+        assert wait_terminal(client, rid).status == "completed"
+
+
+def test_redis_outage_is_503_and_loses_nothing(mini: MiniStack) -> None:
+    client = mini.client()
+    before = client.responses.create(
+        model="resq-builtin", background=True, input=script(words=5, delay_ms=100)
+    ).id
+    mini.redis_server.stop()
+    try:
+        with pytest.raises(openai.InternalServerError) as info:
+            client.responses.create(model="resq-builtin", background=True, input="x")
+        assert info.value.status_code == 503
+        body = info.value.response.json()["error"]
+        assert body["type"] == "server_error" and body["code"] == "service_unavailable"
+        assert client.responses.retrieve(before).id == before  # the store still answers
+    finally:
+        mini.redis_server.start()
+    after = client.responses.create(model="resq-builtin", background=True, input="after").id
+    assert wait_terminal(client, after).status == "completed"
+    assert wait_terminal(client, before).status in {"completed", "failed"}
+
+
+def test_restart_everything_with_jobs_queued(mini: MiniStack) -> None:
+    client = mini.client()
+    mini.stop_workers(signal.SIGTERM)
+    queued = [
+        client.responses.create(model="resq-builtin", background=True, input=f"queued {i}").id
+        for i in range(4)
+    ]
+    assert mini.api is not None
+    mini.api.send_signal(signal.SIGTERM)
+    mini.api.wait(30)
+    mini.redis_server.stop()  # SIGTERM: Redis writes its append-only file
+    mini.redis_server.start()
+    mini.start_api()
+    mini.add_worker()
+    for i, rid in enumerate(queued):
+        final = wait_terminal(client, rid, timeout=30)
+        assert final.status == "completed" and final.output_text == f"You said: queued {i}"
