@@ -49,7 +49,8 @@ def _command(service: dict[str, Any]) -> str:
 
 def test_compose_services(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"redis", "postgres", "api", "worker"}
+    assert set(services) == {"redis", "postgres", "api", "worker", "beat"}
+    assert "celery -A worker.celery_app beat" in _command(services["beat"])
     assert services["redis"]["image"] == "redis:7"
     assert "--appendonly yes" in _command(services["redis"])
     assert services["postgres"]["image"] == "postgres:16"
@@ -109,6 +110,7 @@ def test_procfile() -> None:
     assert procfile["worker"].split()[:3] == ["celery", "-A", "worker.celery_app"]
     assert "--pool gevent" in procfile["worker"]
     assert "--queues resq" in procfile["worker"]
+    assert procfile["beat"].split()[:4] == ["celery", "-A", "worker.celery_app", "beat"]
 
 
 # ---- import direction ----------------------------------------------------------------------
