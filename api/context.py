@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import current_app
 
@@ -22,6 +23,9 @@ class Deps:
     router: Router
     auth: Authenticator
     enqueue: Callable[[str], None]
+    # Set when the process is asked to stop: open streams end cleanly so clients resume
+    # (with starting_after) on another API process.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
 
 def deps() -> Deps:

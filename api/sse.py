@@ -61,6 +61,9 @@ def relay(
         return  # resuming after the end: nothing more will come
     try:
         while True:
+            if deps.stopping.is_set():
+                log.info("response %s: API stopping; ending the stream for resume", response_id)
+                return
             try:
                 events = deps.bus.read(response_id, after=after, block_ms=READ_SLICE_MS)
             except (redis.ConnectionError, redis.TimeoutError):

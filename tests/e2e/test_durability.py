@@ -4,6 +4,7 @@ while, the whole stack restarted with jobs queued. Nothing accepted is lost."""
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 
 from tests.e2e.durable import MiniStack
 from tests.e2e.helpers import TERMINAL, script
-from tests.e2e.streams import check_stream, read_stream
+from tests.e2e.streams import TERMINAL_TYPES, check_stream, read_stream
 
 pytestmark = pytest.mark.e2e
 
@@ -140,6 +141,33 @@ def test_redis_outage_is_503_and_loses_nothing(mini: MiniStack) -> None:
     after = client.responses.create(model="resq-builtin", background=True, input="after").id
     assert wait_terminal(client, after).status == "completed"
     assert wait_terminal(client, before).status in {"completed", "failed"}
+
+
+def test_api_sigterm_ends_streams_cleanly_for_resume(mini: MiniStack) -> None:
+    client = mini.client()
+    rid = client.responses.create(
+        model="resq-builtin", background=True, input=script(words=60, delay_ms=50)
+    ).id
+    got: list[list[dict[str, Any]]] = []
+    reader = threading.Thread(target=lambda: got.append(log_of(mini, rid)))
+    reader.start()
+    time.sleep(1.0)
+    assert mini.api is not None
+    mini.api.send_signal(signal.SIGTERM)
+    reader.join(10)
+    assert not reader.is_alive(), "the stream was not ended by the API's stop"
+    head = got[0]  # read to a clean end of body: no exception, no terminal event
+    assert head and head[-1]["type"] not in TERMINAL_TYPES
+    mini.api.wait(15)
+    mini.start_api()
+    tail, _ = read_stream(
+        mini.http,
+        "GET",
+        f"{mini.root_url}/v1/responses/{rid}",
+        params={"stream": "true", "starting_after": head[-1]["sequence_number"]},
+    )
+    final = check_stream(head + tail)
+    assert final["status"] == "completed"
 
 
 def test_restart_everything_with_jobs_queued(mini: MiniStack) -> None:
