@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 
 from api import service
-from api.context import deps
+from api.context import Deps, deps
 from api.sse import relay, sse_response
 from shared.errors import InvalidRequest
 
@@ -16,6 +16,9 @@ bp = Blueprint("responses", __name__, url_prefix="/v1/responses")
 
 MAX_LIST_LIMIT = 100
 DEFAULT_LIST_LIMIT = 20
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+REPLAYED_HEADER = "idempotent-replayed"
 
 
 def json_body() -> Any:
@@ -68,23 +71,52 @@ def query_int(name: str, default: int | None, low: int, high: int | None = None)
     return value
 
 
+def idempotency_key() -> str | None:
+    """The ``Idempotency-Key`` header: absent, or 1 to 255 characters."""
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise InvalidRequest(
+            f"Invalid '{IDEMPOTENCY_HEADER}' header: expected 1 to "
+            f"{MAX_IDEMPOTENCY_KEY_LENGTH} characters, got {len(key)}.",
+            param=IDEMPOTENCY_HEADER,
+            code="invalid_value",
+        )
+    return key
+
+
 @bp.post("")
 def create() -> Response:
+    """A new response, or, for a repeated ``Idempotency-Key``, the original one in the
+    shape this request asks for (see ``service.create``), marked ``idempotent-replayed``."""
     d = deps()
-    row, req = service.create(d, json_body(), tenant=g.tenant)
+    created = service.create(d, json_body(), tenant=g.tenant, idempotency_key=idempotency_key())
     g.enqueued = True
-    if req.stream:
+    answer = _answer(d, created)
+    if created.replayed:
+        answer.headers[REPLAYED_HEADER] = "true"
+    return answer
+
+
+def _answer(d: Deps, created: service.Created) -> Response:
+    row, replayed = created.row, created.replayed
+    if created.req.stream:
+        if replayed:
+            service.check_replayable(d, row)
         return sse_response(
             relay(
                 d,
                 row.id,
                 after=-1,
-                cancel_on_disconnect=not row.background,
+                # A replay only watches: the request that started the job decides its fate.
+                cancel_on_disconnect=not row.background and not replayed,
                 client_socket=request.environ.get("gunicorn.socket"),
             )
         )
     if row.background:
-        return jsonify(d.store.render(row, output=[]))
+        # A replay shows the response as it is now; a new one has no output yet.
+        return jsonify(d.store.render(row, output=None if replayed else []))
     return jsonify(service.wait_for_end(d, row))
 
 

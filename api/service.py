@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -11,12 +14,19 @@ import redis
 from api.context import Deps
 from shared import ids
 from shared.bus import Emitter, StoredEvent
-from shared.errors import InvalidRequest, NotFound, ServerError, ServiceUnavailable
+from shared.errors import (
+    IdempotencyKeyReused,
+    InvalidRequest,
+    NotFound,
+    ServerError,
+    ServiceUnavailable,
+)
 from shared.schema.events import ResponseEvent, terminal_type
 from shared.schema.items import ensure_id, normalize_input
 from shared.schema.requests import CreateResponseRequest, parse_create_request
 from shared.schema.response import TERMINAL_STATUSES, Status, echo_params
-from shared.store.tables import ResponseRow
+from shared.store.repo import IdempotencyKey
+from shared.store.tables import IdempotencyKeyRow, ResponseRow
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +35,25 @@ SUPPORTED_TOOL_TYPES = {"function"}
 # clear 400 rather than silently ignoring what the client asked for.
 NOT_YET_SUPPORTED = ("previous_response_id", "conversation", "prompt")
 DB_RECHECK_SECONDS = 2.0
+# A key whose response is deleted between being found and being read is free again: the
+# create runs anew. Bounded, so a pathological delete loop cannot spin a request forever.
+IDEMPOTENCY_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Created:
+    """What ``create`` answers with: the response, the request as parsed, and whether the
+    response is a replay of an earlier request with the same ``Idempotency-Key``."""
+
+    row: ResponseRow
+    req: CreateResponseRequest
+    replayed: bool = False
+
+
+def body_hash(body: Any) -> str:
+    """SHA-256 of the canonical JSON of a parsed body: key order and spacing do not count."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _check_supported(req: CreateResponseRequest) -> None:
@@ -63,12 +92,24 @@ def _resolve_references(
     return resolved
 
 
-def create(deps: Deps, body: Any, *, tenant: str) -> tuple[ResponseRow, CreateResponseRequest]:
+def create(deps: Deps, body: Any, *, tenant: str, idempotency_key: str | None = None) -> Created:
+    """Validate, store and enqueue a new response, or find the one an ``Idempotency-Key``
+    already names.
+
+    The key rule (README, "Behaviour worth knowing"): keys are per tenant and live
+    ``idempotency_ttl_seconds`` from first use. The same key with the same body (by
+    ``body_hash``) creates nothing and enqueues nothing: the original response is the
+    answer (``Created.replayed``). The same key with another body is a 409
+    ``idempotency_key_reused``. Deleting the response releases its key. The key row is
+    written in the response's own transaction, so of two concurrent requests exactly one
+    creates the response and the other replays it.
+    """
     req = parse_create_request(body)
     _check_supported(req)
     assert req.model is not None
     deps.router.resolve(req.model)
     input_items = _resolve_references(deps, tenant, normalize_input(req.input))
+    now = int(time.time())
     row = ResponseRow(
         id=ids.new_id(ids.RESPONSE),
         tenant=tenant,
@@ -77,21 +118,57 @@ def create(deps: Deps, body: Any, *, tenant: str) -> tuple[ResponseRow, CreateRe
         background=bool(req.background),
         store=req.store is not False,
         stream=bool(req.stream),
-        created_at=int(time.time()),
+        created_at=now,
         params=echo_params(req, model=req.model),
     )
-    deps.store.create_response(row=row, input_items=input_items)
+    key = None
+    if idempotency_key is not None:
+        key = IdempotencyKey(
+            key=idempotency_key,
+            body_hash=body_hash(body),
+            now=now,
+            ttl_seconds=deps.settings.idempotency_ttl_seconds,
+        )
+    for _ in range(IDEMPOTENCY_ATTEMPTS):
+        holder = deps.store.create_response(row=row, input_items=input_items, idempotency=key)
+        if holder is None:
+            _enqueue(deps, row)
+            return Created(row=row, req=req)
+        assert key is not None
+        original = _original(deps, holder, key)
+        if original is not None:
+            log.info("response %s: replayed for an Idempotency-Key", original.id)
+            return Created(row=original, req=req, replayed=True)
+    raise ServerError(
+        "The response named by this Idempotency-Key kept being deleted; retry the request.",
+    )
+
+
+def _original(deps: Deps, holder: IdempotencyKeyRow, key: IdempotencyKey) -> ResponseRow | None:
+    """The response a live key names, if the body matches; None if it was deleted since
+    the key was read (the key went with it)."""
+    if holder.body_hash != key.body_hash:
+        raise IdempotencyKeyReused(
+            f"The Idempotency-Key '{key.key}' was already used with a different request "
+            f"body (keys are kept {key.ttl_seconds} s after first use). Use a new key for "
+            "a new request.",
+            should_retry=False,
+        )
+    return deps.store.get_response(response_id=holder.response_id, tenant=holder.tenant)
+
+
+def _enqueue(deps: Deps, row: ResponseRow) -> None:
     try:
         deps.enqueue(row.id)
     except Exception as exc:
         log.exception("response %s: could not enqueue; removing it", row.id)
-        deps.store.delete_response(response_id=row.id, tenant=tenant)
+        # Deleting the response deletes its Idempotency-Key row too: a retry can succeed.
+        deps.store.delete_response(response_id=row.id, tenant=row.tenant)
         raise ServiceUnavailable(
             "resq could not queue the response (the broker is unreachable); nothing was "
             "queued, so the request can be retried."
         ) from exc
     log.info("response %s: queued (model=%s background=%s)", row.id, row.model, row.background)
-    return row, req
 
 
 def get_row(deps: Deps, response_id: str, *, tenant: str) -> ResponseRow:

@@ -13,6 +13,7 @@ OpenAI's error body (``message``, ``type``, ``param``, ``code``) and an HTTP sta
     ├── NotFound                  404
     ├── MethodNotAllowed          405
     ├── Conflict                  409
+    │   └── IdempotencyKeyReused  409 idempotency_key_reused
     ├── ServerError               500 server_error
     └── ServiceUnavailable        503
 """
@@ -88,6 +89,12 @@ class Conflict(ResqError):
     status = 409
     type = "invalid_request_error"
     code = "conflict"
+
+
+class IdempotencyKeyReused(Conflict):
+    """An ``Idempotency-Key`` sent again, within its lifetime, with a different body."""
+
+    code = "idempotency_key_reused"
 
 
 class ServerError(ResqError):

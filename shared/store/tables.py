@@ -59,5 +59,23 @@ class ItemRow(SQLModel, table=True):
     data: dict[str, Any] = Field(sa_column=Column(JSONType, nullable=False))
 
 
+class IdempotencyKeyRow(SQLModel, table=True):
+    """An ``Idempotency-Key`` a tenant sent with ``POST /v1/responses``, bound to the response
+    it created. Inserted in the same transaction as that response; deleting the response
+    deletes the key (the key is then free again). Rows older than the TTL are dead and are
+    replaced by the next request that uses the key."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_response_id", "response_id"),)
+
+    tenant: str = Field(primary_key=True, max_length=128)
+    key: str = Field(primary_key=True, max_length=255)
+    body_hash: str = Field(max_length=64)  # hex SHA-256 of the canonical JSON body
+    response_id: str = Field(
+        sa_column=Column(String(64), ForeignKey("responses.id", ondelete="CASCADE"), nullable=False)
+    )
+    created_at: int
+
+
 INPUT = "input"
 OUTPUT = "output"
