@@ -36,6 +36,8 @@ def make_provider(route: Route, settings: Settings) -> Provider:
         api_key=os.environ.get(route.api_key_env) if route.api_key_env else None,
         upstream_model=route.upstream_model,
         timeout=route.timeout_seconds or settings.upstream_timeout_seconds,
+        retries=settings.upstream_retries,
+        retry_budget_seconds=settings.upstream_retry_budget_seconds,
     )
 
 

@@ -130,6 +130,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "RESQ_TEST_UPSTREAM_KEY": "sk-upstream-secret",
         "RESQ_LOG_LEVEL": "INFO",
         "RESQ_SSE_KEEPALIVE_SECONDS": "1",
+        "RESQ_UPSTREAM_RETRIES": "2",
+        "RESQ_UPSTREAM_RETRY_BUDGET_SECONDS": "10",
     }
     settings = Settings.from_env(env)
     processes: list[subprocess.Popen[bytes]] = []

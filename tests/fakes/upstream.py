@@ -30,6 +30,12 @@ Modes and their keys (every key optional):
   usage or ``[DONE]`` (a proxy or server that cut the stream).
 - ``error_midstream``: the ``text`` chunks, then ``data: {"error": {"message", "type",
   "code"}}`` from ``message`` / ``type`` / ``code``, then ``data: [DONE]``.
+- ``flaky``: the first ``failures`` requests (default 1) whose script has the same ``key``
+  (default ``""``; use a unique one per test) fail, later ones answer as ``text`` would.
+  A failure is, by ``fail_as``: ``"status"`` (default) HTTP ``status`` (default 500) with the
+  error body of ``status`` mode, plus the headers ``Retry-After`` from ``retry_after`` and
+  ``retry-after-ms`` from ``retry_after_ms`` when given; or ``"stream_error"`` a 200 stream
+  whose first chunk after the role chunk is an error (no content). Counted per key, per server.
 
 Every streaming mode also takes ``delay_ms`` and ``usage`` (overrides of ``prompt_tokens``,
 ``completion_tokens``, ``reasoning_tokens``, ``cached_tokens``). A usage chunk is sent only
@@ -309,11 +315,27 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {"Retry-After": str(retry)} if retry is not None else None
             self._json(status, error_body(status, script), headers)
             return
+        if mode == "flaky" and self.server.fake.flaky_fails(script):
+            self._flaky_failure(body, script)
+            return
         reply = reply_for(script)
         if not body.get("stream"):
             self._json(200, completion_of(reply, body, script))
             return
         self._stream(reply, body, script)
+
+    def _flaky_failure(self, body: dict[str, Any], script: dict[str, Any]) -> None:
+        if script.get("fail_as", "status") == "stream_error":
+            error = {"message": script.get("message", "upstream is overloaded")}
+            self._stream(Reply(error={**error, "type": "server_error", "code": None}), body, script)
+            return
+        status = int(script.get("status", 500))
+        headers: dict[str, str] = {}
+        if script.get("retry_after") is not None:
+            headers["Retry-After"] = str(script["retry_after"])
+        if script.get("retry_after_ms") is not None:
+            headers["retry-after-ms"] = str(script["retry_after_ms"])
+        self._json(status, error_body(status, script), headers)
 
     def _send_event(self, payload: str) -> None:
         data = f"data: {payload}\n\n".encode()
@@ -383,8 +405,18 @@ class FakeUpstream:
         self.api_key = api_key
         self.models = models
         self.requests: list[ReceivedRequest] = []
+        self.flaky_seen: dict[str, int] = {}  # ``flaky`` requests received, per key
+        self._flaky_lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+
+    def flaky_fails(self, script: dict[str, Any]) -> bool:
+        """Count one ``flaky`` request for its key; True while it is one of the failures."""
+        key = str(script.get("key", ""))
+        with self._flaky_lock:
+            seen = self.flaky_seen.get(key, 0)
+            self.flaky_seen[key] = seen + 1
+        return seen < int(script.get("failures", 1))
 
     @property
     def base_url(self) -> str:

@@ -2,13 +2,27 @@
 
 Always streams from upstream (``stream: true`` with ``include_usage``), so a cancel takes
 effect between chunks even when the client did not ask to stream.
+
+Retries: an attempt that fails before it produced any delta is retried when the failure is
+transient (HTTP 429 and 5xx, timeouts, connection errors, a stream that breaks before its first
+delta), with exponential backoff and full jitter, or after the upstream's ``retry-after-ms`` /
+``retry-after``, up to ``retries`` extra attempts within ``retry_budget_seconds``. Other 4xx are
+not retried. Once a delta has been yielded nothing is retried: the caller may already have
+streamed it to a client, so a later failure is raised at once.
 """
 
 from __future__ import annotations
 
+import email.utils
 import json
+import logging
+import math
+import random
 import ssl
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing
+from datetime import UTC
 from functools import lru_cache
 from typing import Any
 
@@ -27,6 +41,12 @@ from worker.providers.base import (
     Usage,
     message_text,
 )
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE_SECONDS = 0.5  # the first retry waits up to this long
+BACKOFF_CAP_SECONDS = 8.0  # no single backoff wait is longer
+_RETRYABLE_TRANSPORT = (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError)
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -154,12 +174,98 @@ def _error_message(response: httpx.Response) -> str:
         return response.text[:500]
 
 
+def _chunk_error(chunk: dict[str, Any]) -> str:
+    err = chunk["error"]
+    return str(err.get("message") if isinstance(err, dict) else err)
+
+
+def retry_after_seconds(headers: httpx.Headers, now: float) -> float | None:
+    """How long the upstream asked us to wait (``retry-after-ms``, else ``retry-after`` in
+    seconds or as an HTTP date, relative to the wall-clock ``now``), or None."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            ms = float(raw_ms)
+            if math.isfinite(ms):
+                return max(ms / 1000, 0.0)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        seconds = float(raw)
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC with no zone information
+        when = when.replace(tzinfo=UTC)
+    return max(when.timestamp() - now, 0.0)
+
+
+def backoff_seconds(attempt: int, rng: random.Random) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2 ** (attempt - 1))] after failed ``attempt``."""
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** min(attempt - 1, 32))
+    return rng.uniform(0, ceiling)
+
+
+def _attempts(n: int) -> str:
+    return f"{n} attempt" if n == 1 else f"{n} attempts"
+
+
+class _AttemptFailed(Exception):
+    """One attempt failed. ``head`` says what the upstream did (``upstream URL answered HTTP
+    500``), ``detail`` what it said; the final ``ProviderError`` message is built from both."""
+
+    def __init__(
+        self,
+        head: str,
+        detail: str,
+        *,
+        code: str = "server_error",
+        status: int | None = None,
+        retryable: bool = True,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{head}: {detail}")
+        self.head = head
+        self.detail = detail
+        self.code = code
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+    def given_up(self, attempts: int, why: str = "") -> ProviderError:
+        message = f"{self.head} after {_attempts(attempts)}{why}: {self.detail}"
+        return ProviderError(message, code=self.code, status=self.status)
+
+    def midstream(self) -> ProviderError:
+        message = (
+            f"{self.head}: {self.detail} (failed mid-stream after output had started; not retried)"
+        )
+        return ProviderError(message, code=self.code, status=self.status)
+
+
+def _http_failure(url: str, response: httpx.Response) -> _AttemptFailed:
+    status = response.status_code
+    return _AttemptFailed(
+        f"upstream {url} answered HTTP {status}",
+        _error_message(response),
+        code="rate_limit_exceeded" if status == 429 else "server_error",
+        status=status,
+        retryable=status == 429 or status >= 500,
+        retry_after=retry_after_seconds(response.headers, time.time()),
+    )
+
+
 def parse_chunk(chunk: dict[str, Any]) -> Iterator[Delta]:
     """One ``chat.completion.chunk`` → deltas."""
     if chunk.get("error"):
-        err = chunk["error"]
-        message = err.get("message") if isinstance(err, dict) else str(err)
-        raise ProviderError(f"upstream sent an error in the stream: {message}")
+        raise ProviderError(f"upstream sent an error in the stream: {_chunk_error(chunk)}")
     for choice in chunk.get("choices") or []:
         delta = choice.get("delta") or {}
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
@@ -197,15 +303,25 @@ class ChatCompletionsProvider:
         *,
         base_url: str,
         api_key: str | None,
+        retries: int,
+        retry_budget_seconds: float,
         upstream_model: str | None = None,
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
+        self.retries = retries
+        self.retry_budget_seconds = retry_budget_seconds
         self.upstream_model = upstream_model
         self.timeout = timeout
         self.transport = transport
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self.clock = clock
 
     def _client(self) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -219,26 +335,77 @@ class ChatCompletionsProvider:
     def stream(self, request: ProviderRequest) -> Iterator[Delta]:
         url = f"{self.base_url}/chat/completions"
         body = build_body(request, self.upstream_model or request.model)
-        try:
-            with self._client() as client, client.stream("POST", url, json=body) as response:
-                if response.status_code >= 400:
-                    raise ProviderError(
-                        f"upstream {url} answered HTTP {response.status_code}: "
-                        f"{_error_message(response)}",
-                        code="rate_limit_exceeded"
-                        if response.status_code == 429
-                        else "server_error",
-                        status=response.status_code,
+        started = self.clock()
+        attempt = 0
+        with self._client() as client:
+            while True:
+                attempt += 1
+                output_started = False
+                try:
+                    with closing(self._attempt(client, url, body)) as deltas:
+                        for delta in deltas:
+                            output_started = True
+                            yield delta
+                    return
+                except _AttemptFailed as failure:
+                    if output_started:
+                        raise failure.midstream() from failure
+                    wait, why = self._next_wait(failure, attempt, started)
+                    if wait is None:
+                        raise failure.given_up(attempt, why) from failure
+                    log.warning(
+                        "upstream attempt %d of %d failed, retrying in %.2f s: %s",
+                        attempt,
+                        self.retries + 1,
+                        wait,
+                        failure,
                     )
-                yield from self._events(response)
-        except httpx.TimeoutException as exc:
-            raise ProviderError(
-                f"upstream {url} timed out after {self.timeout:g} s ({type(exc).__name__})"
-            ) from exc
-        except httpx.TransportError as exc:
-            raise ProviderError(f"could not reach upstream {url}: {exc}") from exc
+                    self.sleep(wait)
 
-    def _events(self, response: httpx.Response) -> Iterator[Delta]:
+    def _next_wait(
+        self, failure: _AttemptFailed, attempt: int, started: float
+    ) -> tuple[float | None, str]:
+        """The wait before the next attempt, or None and why (for the message) to give up."""
+        if not failure.retryable or attempt > self.retries:
+            return None, ""
+        remaining = self.retry_budget_seconds - (self.clock() - started)
+        if failure.retry_after is not None:
+            if failure.retry_after > remaining:
+                return None, (
+                    f" (it asked to wait {failure.retry_after:g} s, beyond the "
+                    f"{self.retry_budget_seconds:g} s retry budget)"
+                )
+            return failure.retry_after, ""
+        wait = backoff_seconds(attempt, self.rng)
+        if wait > remaining:
+            return None, f" (the {self.retry_budget_seconds:g} s retry budget ran out)"
+        return wait, ""
+
+    def _attempt(
+        self, client: httpx.Client, url: str, body: dict[str, Any]
+    ) -> Generator[Delta, None, None]:
+        """One request; every failure comes out as ``_AttemptFailed``."""
+        answered = False
+        try:
+            with client.stream("POST", url, json=body) as response:
+                if response.status_code >= 400:
+                    raise _http_failure(url, response)
+                answered = True
+                yield from self._events(url, response)
+        except httpx.TimeoutException as exc:
+            detail = f"{type(exc).__name__}, timeout {self.timeout:g} s"
+            raise _AttemptFailed(f"upstream {url} timed out", detail) from exc
+        except httpx.TransportError as exc:
+            head = (
+                f"upstream {url} broke off its answer"
+                if answered
+                else f"could not reach upstream {url}"
+            )
+            detail = str(exc) or type(exc).__name__
+            retryable = isinstance(exc, _RETRYABLE_TRANSPORT)
+            raise _AttemptFailed(head, detail, retryable=retryable) from exc
+
+    def _events(self, url: str, response: httpx.Response) -> Iterator[Delta]:
         finished = False
         for line in response.iter_lines():
             if not line.startswith("data:"):
@@ -249,14 +416,18 @@ class ChatCompletionsProvider:
             try:
                 chunk = json.loads(data)
             except json.JSONDecodeError as exc:
-                raise ProviderError(
-                    f"upstream sent a chunk that is not JSON: {data[:200]}"
+                raise _AttemptFailed(
+                    f"upstream {url} sent a chunk that is not JSON", data[:200]
                 ) from exc
+            if chunk.get("error"):
+                raise _AttemptFailed(
+                    f"upstream {url} sent an error in the stream", _chunk_error(chunk)
+                )
             for delta in parse_chunk(chunk):
                 finished = finished or isinstance(delta, Finish)
                 yield delta
         if not finished:
-            raise ProviderError(
-                f"upstream stream ended before a finish_reason or [DONE] "
-                f"(HTTP {response.status_code}, {response.headers.get('content-type', '')})"
+            raise _AttemptFailed(
+                f"upstream {url} ended its stream before a finish_reason or [DONE]",
+                f"HTTP {response.status_code}, {response.headers.get('content-type', '')}",
             )
