@@ -9,11 +9,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-
 from api.context import Deps
 from shared import ids
-from shared.bus import Emitter, StoredEvent
+from shared.bus import StoredEvent
 from shared.errors import (
     IdempotencyKeyReused,
     InvalidRequest,
@@ -21,7 +19,7 @@ from shared.errors import (
     ServerError,
     ServiceUnavailable,
 )
-from shared.schema.events import ResponseEvent, terminal_type
+from shared.lifecycle import close_log
 from shared.schema.items import ensure_id, normalize_input
 from shared.schema.requests import CreateResponseRequest, parse_create_request
 from shared.schema.response import TERMINAL_STATUSES, Status, echo_params
@@ -242,21 +240,11 @@ def cancel(deps: Deps, response_id: str, *, tenant: str) -> dict[str, Any]:
 
 def _log_cancelled_before_start(deps: Deps, response_id: str) -> None:
     """A job cancelled while queued never runs, so no worker will write its event log; the
-    API now owns the response (the conditional UPDATE made it so) and writes the log, so a
-    stream on it ends with a terminal event like any other."""
+    API now owns the response (the conditional UPDATE made it so) and ends the log, so a
+    stream waiting on it ends with a terminal event like any other."""
     row = deps.store.get_response(response_id=response_id)
-    if row is None:
-        return
-    queued = deps.store.render(row, output=[], status=Status.QUEUED.value)
-    final = deps.store.render(row, output=[])
-    try:
-        Emitter(deps.bus, response_id).emit(
-            ResponseEvent(type="response.created", response=queued),
-            ResponseEvent(type="response.queued", response=queued),
-            ResponseEvent(type=terminal_type(row.status), response=final),
-        )
-    except redis.ResponseError:  # an entry already holds that sequence number
-        log.warning("response %s: event log already written; leaving it", response_id)
+    if row is not None:
+        close_log(deps.store, deps.bus, row)
 
 
 def _await_worker_stop(deps: Deps, response_id: str) -> None:

@@ -126,6 +126,12 @@ class EventBus:
         found = self.redis.mget([keys.heartbeat(r) for r in response_ids])
         return {r for r, v in zip(response_ids, found, strict=True) if v is not None}
 
+    def mark_resent(self, response_id: str, *, ttl_seconds: float) -> bool:
+        """True the first time in ``ttl_seconds`` (the reaper re-sends a job at most that often)."""
+        return bool(
+            self.redis.set(keys.resent(response_id), b"1", nx=True, px=int(ttl_seconds * 1000))
+        )
+
     def stop_beat(self, response_id: str) -> None:
         self.redis.delete(keys.heartbeat(response_id))
 

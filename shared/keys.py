@@ -21,3 +21,8 @@ def cancel(response_id: str) -> str:
 def heartbeat(response_id: str) -> str:
     """Present while a worker runs the response; it expires if the worker stops beating."""
     return f"{PREFIX}:hb:{response_id}"
+
+
+def resent(response_id: str) -> str:
+    """Set when the reaper re-sent a stuck queued job's message, so it does so once a while."""
+    return f"{PREFIX}:resent:{response_id}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery import Celery
+from redis import Redis
 
 from shared import keys
 from shared.settings import Settings
@@ -46,3 +47,8 @@ def make_celery(settings: Settings) -> Celery:
 def enqueue_response(app: Celery, response_id: str) -> None:
     """Queue ``run_response``; the task id is the response id (redelivery-safe)."""
     app.send_task(RUN_RESPONSE, args=[response_id], task_id=response_id, queue=keys.QUEUE)
+
+
+def queue_depth(client: Redis) -> int:
+    """Messages waiting in resq's Celery queue (the Redis list kombu keeps it in)."""
+    return int(client.llen(keys.QUEUE))

@@ -23,6 +23,7 @@ DEFAULT_HEARTBEAT_SECONDS = 5.0
 DEFAULT_HEARTBEAT_TIMEOUT_SECONDS = 30.0
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_REAPER_INTERVAL_SECONDS = 10.0
+DEFAULT_QUEUED_RESEND_SECONDS = 120.0
 DEFAULT_UPSTREAM_RETRIES = 4
 DEFAULT_UPSTREAM_RETRY_BUDGET_SECONDS = 60.0
 DEFAULT_IDEMPOTENCY_TTL_SECONDS = 24 * 3600
@@ -90,6 +91,7 @@ class Settings:
     heartbeat_timeout_seconds: float = DEFAULT_HEARTBEAT_TIMEOUT_SECONDS
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     reaper_interval_seconds: float = DEFAULT_REAPER_INTERVAL_SECONDS
+    queued_resend_seconds: float = DEFAULT_QUEUED_RESEND_SECONDS
     upstream_retries: int = DEFAULT_UPSTREAM_RETRIES
     upstream_retry_budget_seconds: float = DEFAULT_UPSTREAM_RETRY_BUDGET_SECONDS
     idempotency_ttl_seconds: int = DEFAULT_IDEMPOTENCY_TTL_SECONDS
@@ -138,6 +140,9 @@ class Settings:
             max_attempts=_int(env, "RESQ_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS),
             reaper_interval_seconds=_float(
                 env, "RESQ_REAPER_INTERVAL_SECONDS", DEFAULT_REAPER_INTERVAL_SECONDS
+            ),
+            queued_resend_seconds=_float(
+                env, "RESQ_QUEUED_RESEND_SECONDS", DEFAULT_QUEUED_RESEND_SECONDS
             ),
             upstream_retries=_int(env, "RESQ_UPSTREAM_RETRIES", DEFAULT_UPSTREAM_RETRIES),
             upstream_retry_budget_seconds=_float(

@@ -16,23 +16,31 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import redis
-
-from shared.bus import Emitter, EventBus
-from shared.schema.events import ErrorEvent, ResponseEvent, terminal_type
+from shared.bus import EventBus
+from shared.lifecycle import close_log
 from shared.schema.response import Status
 from shared.store import Store
-from shared.store.jobs import requeue, running_started_before
+from shared.store.jobs import (
+    ended_between,
+    queued_created_before,
+    requeue,
+    running_started_before,
+)
 from shared.store.tables import OUTPUT, ResponseRow
 from worker.execute import LIFECYCLE_START
 
 log = logging.getLogger(__name__)
+
+# A job the reaper re-queued is not re-sent as "stuck" for this long.
+RESEND_GRACE_SECONDS = 600.0
 
 
 @dataclass
 class Reaped:
     requeued: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    resent: list[str] = field(default_factory=list)
+    closed: list[str] = field(default_factory=list)
 
 
 def reap(
@@ -42,10 +50,28 @@ def reap(
     enqueue: Callable[[str], None],
     heartbeat_timeout: float,
     max_attempts: int,
+    queue_depth: Callable[[], int] = lambda: 0,
+    queued_resend_after: float = 120.0,
     now: float | None = None,
 ) -> Reaped:
     now = time.time() if now is None else now
     done = Reaped()
+    _reap_running(store, bus, enqueue, heartbeat_timeout, max_attempts, now, done)
+    # (a job re-queued just now is marked as re-sent, so the next step leaves it alone)
+    _resend_stuck_queued(store, bus, enqueue, queue_depth, queued_resend_after, now, done)
+    _close_ended_logs(store, bus, heartbeat_timeout, now, done)
+    return done
+
+
+def _reap_running(
+    store: Store,
+    bus: EventBus,
+    enqueue: Callable[[str], None],
+    heartbeat_timeout: float,
+    max_attempts: int,
+    now: float,
+    done: Reaped,
+) -> None:
     candidates = running_started_before(store, before=int(now - heartbeat_timeout))
     alive = bus.beating([row.id for row in candidates])
     for row in candidates:
@@ -58,6 +84,7 @@ def reap(
         if not output_started and row.attempts < max_attempts:
             assert row.started_at is not None
             if requeue(store, response_id=row.id, started_at=row.started_at):
+                bus.mark_resent(row.id, ttl_seconds=RESEND_GRACE_SECONDS)
                 enqueue(row.id)
                 done.requeued.append(row.id)
                 log.warning(
@@ -74,33 +101,57 @@ def reap(
             bus,
             row,
             f"The worker running this response stopped {reason}.",
-            next_seq=last.sequence_number + 1 if last else 0,
             now=now,
         ):
             done.failed.append(row.id)
-    return done
 
 
-def _fail(
-    store: Store, bus: EventBus, row: ResponseRow, message: str, *, next_seq: int, now: float
-) -> bool:
-    error = {"code": "server_error", "message": message}
+def _resend_stuck_queued(
+    store: Store,
+    bus: EventBus,
+    enqueue: Callable[[str], None],
+    queue_depth: Callable[[], int],
+    after: float,
+    now: float,
+    done: Reaped,
+) -> None:
+    """A job still ``queued`` long after it was accepted while the queue is empty has lost its
+    message (a worker died holding it, or the API died before sending it): send it again. A
+    duplicate message is harmless, since only one claim can win."""
+    if queue_depth() > 0:
+        return  # a backlog explains waiting jobs; look again once it has drained
+    for row in queued_created_before(store, before=int(now - after)):
+        if bus.mark_resent(row.id, ttl_seconds=after):
+            enqueue(row.id)
+            done.resent.append(row.id)
+            log.warning(
+                "response %s: queued for over %g s with an empty queue; re-sent", row.id, after
+            )
+
+
+def _close_ended_logs(
+    store: Store, bus: EventBus, heartbeat_timeout: float, now: float, done: Reaped
+) -> None:
+    """Jobs whose worker died after the store recorded their end (or that were cancelled
+    while their worker was dying) get their log's terminal event from the store."""
+    since = int(now - 10 * heartbeat_timeout)
+    rows = ended_between(store, since=since, until=int(now - heartbeat_timeout))
+    alive = bus.beating([row.id for row in rows])
+    for row in rows:
+        if row.id not in alive and close_log(store, bus, row):
+            done.closed.append(row.id)
+
+
+def _fail(store: Store, bus: EventBus, row: ResponseRow, message: str, *, now: float) -> bool:
     final_row = store.finish(
         response_id=row.id,
         status=Status.FAILED,
         now=int(now),
         output=store.items(response_id=row.id, kind=OUTPUT),
-        error=error,
+        error={"code": "server_error", "message": message},
     )
     if final_row is None or final_row.status != Status.FAILED:
         return False
     log.error("response %s: %s", row.id, message)
-    final = store.render(final_row)
-    try:
-        Emitter(bus, row.id, start=next_seq).emit(
-            ErrorEvent(code="server_error", message=message),
-            ResponseEvent(type=terminal_type(Status.FAILED.value), response=final),
-        )
-    except redis.ResponseError:
-        log.warning("response %s: its log moved on meanwhile; not appending", row.id)
+    close_log(store, bus, final_row)  # error + response.failed, after the log's last event
     return True

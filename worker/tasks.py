@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from shared.queue import REAP, RUN_RESPONSE, enqueue_response
+from shared.queue import REAP, RUN_RESPONSE, enqueue_response, queue_depth
 from worker.execute import Limits, execute
 from worker.reaper import reap
 from worker.runtime import runtime
@@ -31,4 +31,6 @@ def register(app: Celery) -> None:
             enqueue=lambda response_id: enqueue_response(app, response_id),
             heartbeat_timeout=rt.settings.heartbeat_timeout_seconds,
             max_attempts=rt.settings.max_attempts,
+            queue_depth=lambda: queue_depth(rt.bus.redis),
+            queued_resend_after=rt.settings.queued_resend_seconds,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import update
 from sqlmodel import col, select
 
-from shared.schema.response import Status
+from shared.schema.response import TERMINAL_STATUSES, Status
 from shared.store.repo import Store
 from shared.store.tables import ResponseRow
 
@@ -20,6 +20,36 @@ def running_started_before(store: Store, *, before: int, limit: int = 500) -> li
                 col(ResponseRow.started_at) < before,
             )
             .order_by(col(ResponseRow.started_at))
+            .limit(limit)
+        ).all()
+    return list(rows)
+
+
+def queued_created_before(store: Store, *, before: int, limit: int = 500) -> list[ResponseRow]:
+    """Jobs still ``queued`` that were created before ``before``."""
+    with store.session() as s:
+        rows = s.exec(
+            select(ResponseRow)
+            .where(
+                col(ResponseRow.status) == Status.QUEUED.value,
+                col(ResponseRow.created_at) < before,
+            )
+            .order_by(col(ResponseRow.created_at))
+            .limit(limit)
+        ).all()
+    return list(rows)
+
+
+def ended_between(store: Store, *, since: int, until: int, limit: int = 2000) -> list[ResponseRow]:
+    """Jobs that reached a terminal status in ``[since, until)``."""
+    with store.session() as s:
+        rows = s.exec(
+            select(ResponseRow)
+            .where(
+                col(ResponseRow.status).in_([st.value for st in TERMINAL_STATUSES]),
+                col(ResponseRow.ended_at) >= since,
+                col(ResponseRow.ended_at) < until,
+            )
             .limit(limit)
         ).all()
     return list(rows)

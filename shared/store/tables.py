@@ -21,6 +21,7 @@ class ResponseRow(SQLModel, table=True):
     __table_args__ = (
         Index("ix_responses_tenant_created", "tenant", "created_at"),
         Index("ix_responses_status_created", "status", "created_at"),
+        Index("ix_responses_ended_at", "ended_at"),
     )
 
     id: str = Field(primary_key=True, max_length=64)

@@ -7,6 +7,7 @@ import time
 
 from shared.bus import Emitter, EventBus
 from shared.schema.events import Event, OutputItemEvent, ResponseEvent
+from shared.schema.response import Status
 from shared.store import Store
 from shared.store.tables import OUTPUT
 from tests.worker.test_execute import events, instant, script, submit
@@ -149,3 +150,84 @@ def test_heartbeat_is_kept_while_running_and_cleared_after(store: Store, bus: Ev
     watcher.join()
     assert seen == [{rid}]
     assert bus.beating([rid]) == set()
+
+
+def test_stuck_queued_job_is_resent_when_the_queue_is_empty(store: Store, bus: EventBus) -> None:
+    rid = submit(store, "hi", background=True)  # created_at=1: long ago; its message is gone
+    sent: list[str] = []
+    busy = reap(
+        store=store,
+        bus=bus,
+        enqueue=sent.append,
+        heartbeat_timeout=30,
+        max_attempts=3,
+        queue_depth=lambda: 5,
+        queued_resend_after=60,
+    )
+    assert busy.resent == [] and sent == []  # a backlog explains the wait
+    first = reap(
+        store=store,
+        bus=bus,
+        enqueue=sent.append,
+        heartbeat_timeout=30,
+        max_attempts=3,
+        queue_depth=lambda: 0,
+        queued_resend_after=60,
+    )
+    assert first.resent == [rid] and sent == [rid]
+    again = reap(
+        store=store,
+        bus=bus,
+        enqueue=sent.append,
+        heartbeat_timeout=30,
+        max_attempts=3,
+        queue_depth=lambda: 0,
+        queued_resend_after=60,
+    )
+    assert again.resent == [] and sent == [rid]  # at most once per interval
+    execute(rid, store=store, bus=bus, provider_for=instant)
+    execute(rid, store=store, bus=bus, provider_for=instant)  # the duplicate message: a no-op
+    assert [e.type for e in events(bus, rid)].count("response.created") == 1
+
+
+def test_ended_job_whose_worker_died_before_its_terminal_event(store: Store, bus: EventBus) -> None:
+    rid = submit(store, "hi")
+    lose(store, bus, rid)
+    store.finish(response_id=rid, status=Status.COMPLETED, now=LONG_AGO + 5, output=[])
+    sent: list[str] = []
+    reaped = reap(
+        store=store,
+        bus=bus,
+        enqueue=sent.append,
+        heartbeat_timeout=30,
+        max_attempts=3,
+        now=LONG_AGO + 100,
+    )
+    assert reaped.closed == [rid]
+    log = events(bus, rid)
+    assert [e.type for e in log] == [
+        "response.created",
+        "response.in_progress",
+        "response.completed",
+    ]
+    row = store.get_response(response_id=rid)
+    assert row is not None and log[-1].json()["response"] == store.render(row)
+
+
+def test_cancelled_while_its_worker_died_ends_its_log(store: Store, bus: EventBus) -> None:
+    rid = submit(store, "hi", background=True)
+    lose(store, bus, rid, output=True)
+    assert store.cancel(response_id=rid, now=LONG_AGO + 1) == "in_progress"
+    reaped = reap(
+        store=store,
+        bus=bus,
+        enqueue=[].append,
+        heartbeat_timeout=30,
+        max_attempts=3,
+        now=LONG_AGO + 100,
+    )
+    assert reaped.closed == [rid] and reaped.failed == []
+    log = events(bus, rid)
+    assert log[-1].type == "response.incomplete"
+    assert log[-1].json()["response"]["status"] == "cancelled"
+    assert [e.sequence_number for e in log] == list(range(len(log)))
