@@ -78,6 +78,8 @@ SOAK_ENV = {
     "RESQ_REAPER_INTERVAL_SECONDS": "2",
     "RESQ_MAX_ATTEMPTS": "3",
     "RESQ_WORKER_CONCURRENCY": "50",
+    # a job whose message died with a killed worker is re-sent after this (see worker/reaper.py)
+    "RESQ_QUEUED_RESEND_SECONDS": "10",
 }
 
 
