@@ -125,22 +125,37 @@ def test_sigterm_lets_running_jobs_finish_and_loses_nothing(mini: MiniStack) -> 
 
 def test_redis_outage_is_503_and_loses_nothing(mini: MiniStack) -> None:
     client = mini.client()
-    before = client.responses.create(
-        model="resq-builtin", background=True, input=script(words=5, delay_ms=100)
-    ).id
+    accepted = [
+        client.responses.create(
+            model="resq-builtin", background=True, input=script(words=5, delay_ms=100)
+        ).id
+        for _ in range(10)
+    ]
     mini.redis_server.stop()
     try:
-        with pytest.raises(openai.InternalServerError) as info:
-            client.responses.create(model="resq-builtin", background=True, input="x")
-        assert info.value.status_code == 503
-        body = info.value.response.json()["error"]
-        assert body["type"] == "server_error" and body["code"] == "service_unavailable"
-        assert client.responses.retrieve(before).id == before  # the store still answers
+        for _ in range(3):
+            with pytest.raises(openai.InternalServerError) as info:
+                client.responses.create(model="resq-builtin", background=True, input="x")
+            assert info.value.status_code == 503
+            body = info.value.response.json()["error"]
+            assert body["type"] == "server_error" and body["code"] == "service_unavailable"
+        assert client.responses.retrieve(accepted[0]).id == accepted[0]  # the store answers
     finally:
         mini.redis_server.start()
-    after = client.responses.create(model="resq-builtin", background=True, input="after").id
-    assert wait_terminal(client, after).status == "completed"
-    assert wait_terminal(client, before).status in {"completed", "failed"}
+    accepted += [
+        client.responses.create(model="resq-builtin", background=True, input="after").id
+        for _ in range(5)
+    ]
+    # Nothing accepted is lost: jobs the outage interrupted mid-output end failed with the
+    # reason, the others complete.
+    for rid in accepted:
+        final = wait_terminal(client, rid, timeout=30)
+        assert final.status == "completed" or (
+            final.status == "failed"
+            and final.error is not None
+            and "stopped after output had started" in final.error.message
+        ), (rid, final.status, final.error)
+    assert all(client.responses.retrieve(r).status == "completed" for r in accepted[-5:])
 
 
 def test_api_sigterm_ends_streams_cleanly_for_resume(mini: MiniStack) -> None:
