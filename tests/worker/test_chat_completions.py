@@ -36,13 +36,8 @@ from worker.providers.base import (
     ToolCallDelta,
     Usage,
 )
-from worker.providers.chat_completions import (
-    ChatCompletionsProvider,
-    backoff_seconds,
-    build_body,
-    retry_after_seconds,
-    to_messages,
-)
+from worker.providers.chat_completions import ChatCompletionsProvider, build_body, to_messages
+from worker.providers.retry import backoff_seconds, retry_after_seconds
 
 API_KEY = "sk-upstream-test-key"
 ROOT = Path(__file__).resolve().parents[2]

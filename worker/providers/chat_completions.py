@@ -13,16 +13,13 @@ streamed it to a client, so a later failure is raised at once.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
-import math
 import random
 import ssl
 import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
-from datetime import UTC
 from functools import lru_cache
 from typing import Any
 
@@ -41,11 +38,14 @@ from worker.providers.base import (
     Usage,
     message_text,
 )
+from worker.providers.retry import (
+    AttemptFailed,
+    backoff_seconds,
+    retry_after_seconds,
+)
 
 log = logging.getLogger(__name__)
 
-BACKOFF_BASE_SECONDS = 0.5  # the first retry waits up to this long
-BACKOFF_CAP_SECONDS = 8.0  # no single backoff wait is longer
 _RETRYABLE_TRANSPORT = (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError)
 
 _FINISH: dict[str, FinishReason] = {
@@ -179,80 +179,9 @@ def _chunk_error(chunk: dict[str, Any]) -> str:
     return str(err.get("message") if isinstance(err, dict) else err)
 
 
-def retry_after_seconds(headers: httpx.Headers, now: float) -> float | None:
-    """How long the upstream asked us to wait (``retry-after-ms``, else ``retry-after`` in
-    seconds or as an HTTP date, relative to the wall-clock ``now``), or None."""
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            ms = float(raw_ms)
-            if math.isfinite(ms):
-                return max(ms / 1000, 0.0)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        seconds = float(raw)
-        return max(seconds, 0.0) if math.isfinite(seconds) else None
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:  # "-0000": UTC with no zone information
-        when = when.replace(tzinfo=UTC)
-    return max(when.timestamp() - now, 0.0)
-
-
-def backoff_seconds(attempt: int, rng: random.Random) -> float:
-    """Full jitter: uniform in [0, min(cap, base * 2 ** (attempt - 1))] after failed ``attempt``."""
-    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** min(attempt - 1, 32))
-    return rng.uniform(0, ceiling)
-
-
-def _attempts(n: int) -> str:
-    return f"{n} attempt" if n == 1 else f"{n} attempts"
-
-
-class _AttemptFailed(Exception):
-    """One attempt failed. ``head`` says what the upstream did (``upstream URL answered HTTP
-    500``), ``detail`` what it said; the final ``ProviderError`` message is built from both."""
-
-    def __init__(
-        self,
-        head: str,
-        detail: str,
-        *,
-        code: str = "server_error",
-        status: int | None = None,
-        retryable: bool = True,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(f"{head}: {detail}")
-        self.head = head
-        self.detail = detail
-        self.code = code
-        self.status = status
-        self.retryable = retryable
-        self.retry_after = retry_after
-
-    def given_up(self, attempts: int, why: str = "") -> ProviderError:
-        message = f"{self.head} after {_attempts(attempts)}{why}: {self.detail}"
-        return ProviderError(message, code=self.code, status=self.status)
-
-    def midstream(self) -> ProviderError:
-        message = (
-            f"{self.head}: {self.detail} (failed mid-stream after output had started; not retried)"
-        )
-        return ProviderError(message, code=self.code, status=self.status)
-
-
-def _http_failure(url: str, response: httpx.Response) -> _AttemptFailed:
+def _http_failure(url: str, response: httpx.Response) -> AttemptFailed:
     status = response.status_code
-    return _AttemptFailed(
+    return AttemptFailed(
         f"upstream {url} answered HTTP {status}",
         _error_message(response),
         code="rate_limit_exceeded" if status == 429 else "server_error",
@@ -347,7 +276,7 @@ class ChatCompletionsProvider:
                             output_started = True
                             yield delta
                     return
-                except _AttemptFailed as failure:
+                except AttemptFailed as failure:
                     if output_started:
                         raise failure.midstream() from failure
                     wait, why = self._next_wait(failure, attempt, started)
@@ -363,7 +292,7 @@ class ChatCompletionsProvider:
                     self.sleep(wait)
 
     def _next_wait(
-        self, failure: _AttemptFailed, attempt: int, started: float
+        self, failure: AttemptFailed, attempt: int, started: float
     ) -> tuple[float | None, str]:
         """The wait before the next attempt, or None and why (for the message) to give up."""
         if not failure.retryable or attempt > self.retries:
@@ -384,7 +313,7 @@ class ChatCompletionsProvider:
     def _attempt(
         self, client: httpx.Client, url: str, body: dict[str, Any]
     ) -> Generator[Delta, None, None]:
-        """One request; every failure comes out as ``_AttemptFailed``."""
+        """One request; every failure comes out as ``AttemptFailed``."""
         answered = False
         try:
             with client.stream("POST", url, json=body) as response:
@@ -394,7 +323,7 @@ class ChatCompletionsProvider:
                 yield from self._events(url, response)
         except httpx.TimeoutException as exc:
             detail = f"{type(exc).__name__}, timeout {self.timeout:g} s"
-            raise _AttemptFailed(f"upstream {url} timed out", detail) from exc
+            raise AttemptFailed(f"upstream {url} timed out", detail) from exc
         except httpx.TransportError as exc:
             head = (
                 f"upstream {url} broke off its answer"
@@ -403,7 +332,7 @@ class ChatCompletionsProvider:
             )
             detail = str(exc) or type(exc).__name__
             retryable = isinstance(exc, _RETRYABLE_TRANSPORT)
-            raise _AttemptFailed(head, detail, retryable=retryable) from exc
+            raise AttemptFailed(head, detail, retryable=retryable) from exc
 
     def _events(self, url: str, response: httpx.Response) -> Iterator[Delta]:
         finished = False
@@ -416,18 +345,18 @@ class ChatCompletionsProvider:
             try:
                 chunk = json.loads(data)
             except json.JSONDecodeError as exc:
-                raise _AttemptFailed(
+                raise AttemptFailed(
                     f"upstream {url} sent a chunk that is not JSON", data[:200]
                 ) from exc
             if chunk.get("error"):
-                raise _AttemptFailed(
+                raise AttemptFailed(
                     f"upstream {url} sent an error in the stream", _chunk_error(chunk)
                 )
             for delta in parse_chunk(chunk):
                 finished = finished or isinstance(delta, Finish)
                 yield delta
         if not finished:
-            raise _AttemptFailed(
+            raise AttemptFailed(
                 f"upstream {url} ended its stream before a finish_reason or [DONE]",
                 f"HTTP {response.status_code}, {response.headers.get('content-type', '')}",
             )
