@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import update
 from sqlmodel import col, select
 
@@ -10,49 +12,46 @@ from shared.store.repo import Store
 from shared.store.tables import ResponseRow
 
 
+def _rows(store: Store, *conditions: Any, order: Any, limit: int) -> list[ResponseRow]:
+    with store.session() as s:
+        return list(s.exec(select(ResponseRow).where(*conditions).order_by(order).limit(limit)))
+
+
 def running_started_before(store: Store, *, before: int, limit: int = 500) -> list[ResponseRow]:
     """Jobs ``in_progress`` that started before ``before`` (uses the status index)."""
-    with store.session() as s:
-        rows = s.exec(
-            select(ResponseRow)
-            .where(
-                col(ResponseRow.status) == Status.IN_PROGRESS.value,
-                col(ResponseRow.started_at) < before,
-            )
-            .order_by(col(ResponseRow.started_at))
-            .limit(limit)
-        ).all()
-    return list(rows)
+    started = col(ResponseRow.started_at)
+    return _rows(
+        store,
+        col(ResponseRow.status) == Status.IN_PROGRESS.value,
+        started < before,
+        order=started,
+        limit=limit,
+    )
 
 
 def queued_created_before(store: Store, *, before: int, limit: int = 500) -> list[ResponseRow]:
-    """Jobs still ``queued`` that were created before ``before``."""
-    with store.session() as s:
-        rows = s.exec(
-            select(ResponseRow)
-            .where(
-                col(ResponseRow.status) == Status.QUEUED.value,
-                col(ResponseRow.created_at) < before,
-            )
-            .order_by(col(ResponseRow.created_at))
-            .limit(limit)
-        ).all()
-    return list(rows)
+    """Jobs still ``queued`` that were created before ``before`` (uses the status index)."""
+    created = col(ResponseRow.created_at)
+    return _rows(
+        store,
+        col(ResponseRow.status) == Status.QUEUED.value,
+        created < before,
+        order=created,
+        limit=limit,
+    )
 
 
 def ended_between(store: Store, *, since: int, until: int, limit: int = 2000) -> list[ResponseRow]:
-    """Jobs that reached a terminal status in ``[since, until)``."""
-    with store.session() as s:
-        rows = s.exec(
-            select(ResponseRow)
-            .where(
-                col(ResponseRow.status).in_([st.value for st in TERMINAL_STATUSES]),
-                col(ResponseRow.ended_at) >= since,
-                col(ResponseRow.ended_at) < until,
-            )
-            .limit(limit)
-        ).all()
-    return list(rows)
+    """Jobs that reached a terminal status in ``[since, until)`` (uses the ended_at index)."""
+    ended = col(ResponseRow.ended_at)
+    return _rows(
+        store,
+        col(ResponseRow.status).in_([st.value for st in TERMINAL_STATUSES]),
+        ended >= since,
+        ended < until,
+        order=ended,
+        limit=limit,
+    )
 
 
 def requeue(store: Store, *, response_id: str, started_at: int) -> bool:

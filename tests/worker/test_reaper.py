@@ -155,36 +155,21 @@ def test_heartbeat_is_kept_while_running_and_cleared_after(store: Store, bus: Ev
 def test_stuck_queued_job_is_resent_when_the_queue_is_empty(store: Store, bus: EventBus) -> None:
     rid = submit(store, "hi", background=True)  # created_at=1: long ago; its message is gone
     sent: list[str] = []
-    busy = reap(
-        store=store,
-        bus=bus,
-        enqueue=sent.append,
-        heartbeat_timeout=30,
-        max_attempts=3,
-        queue_depth=lambda: 5,
-        queued_resend_after=60,
-    )
-    assert busy.resent == [] and sent == []  # a backlog explains the wait
-    first = reap(
-        store=store,
-        bus=bus,
-        enqueue=sent.append,
-        heartbeat_timeout=30,
-        max_attempts=3,
-        queue_depth=lambda: 0,
-        queued_resend_after=60,
-    )
-    assert first.resent == [rid] and sent == [rid]
-    again = reap(
-        store=store,
-        bus=bus,
-        enqueue=sent.append,
-        heartbeat_timeout=30,
-        max_attempts=3,
-        queue_depth=lambda: 0,
-        queued_resend_after=60,
-    )
-    assert again.resent == [] and sent == [rid]  # at most once per interval
+
+    def reap_with(depth: int) -> Reaped:
+        return reap(
+            store=store,
+            bus=bus,
+            enqueue=sent.append,
+            heartbeat_timeout=30,
+            max_attempts=3,
+            queue_depth=lambda: depth,
+            queued_resend_after=60,
+        )
+
+    assert reap_with(5).resent == [] and sent == []  # a backlog explains the wait
+    assert reap_with(0).resent == [rid] and sent == [rid]
+    assert reap_with(0).resent == [] and sent == [rid]  # at most once per interval
     execute(rid, store=store, bus=bus, provider_for=instant)
     execute(rid, store=store, bus=bus, provider_for=instant)  # the duplicate message: a no-op
     assert [e.type for e in events(bus, rid)].count("response.created") == 1
