@@ -142,6 +142,13 @@ def test_redis_outage_is_503_and_loses_nothing(mini: MiniStack) -> None:
         assert client.responses.retrieve(accepted[0]).id == accepted[0]  # the store answers
     finally:
         mini.redis_server.start()
+    # Known limit (README, "Durability"): a gevent Celery worker's consumer may stop taking
+    # messages after its broker connection dropped (Celery issue #9191), so the workers are
+    # replaced here, as a supervisor restarting them would; what is checked is that nothing
+    # accepted before, during or after the outage is lost.
+    mini.stop_workers(signal.SIGTERM)
+    mini.add_worker()
+    mini.add_worker()
     accepted += [
         client.responses.create(model="resq-builtin", background=True, input="after").id
         for _ in range(5)
