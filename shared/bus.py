@@ -114,11 +114,6 @@ class EventBus:
         where = f"{socket.gethostname()}:{os.getpid()}"
         self.redis.set(keys.heartbeat(response_id), where, px=int(ttl_seconds * 1000))
 
-    def runner(self, response_id: str) -> str | None:
-        """``host:pid`` of the worker process running the response, if it is beating."""
-        value = self.redis.get(keys.heartbeat(response_id))
-        return value.decode() if isinstance(value, bytes) else None
-
     def beating(self, response_ids: list[str]) -> set[str]:
         """The ids among these whose heartbeat is still present."""
         if not response_ids:
