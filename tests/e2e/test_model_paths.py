@@ -117,30 +117,6 @@ def test_params_are_echoed(client: openai.OpenAI) -> None:
     assert raw["parallel_tool_calls"] is False and raw["tool_choice"] == "none"
 
 
-def test_basic_stream_events_parse(client: openai.OpenAI) -> None:
-    with client.responses.stream(model="resq-builtin", input=script(text="one two three")) as s:
-        types = [event.type for event in s]
-        final = s.get_final_response()
-    assert types == [
-        "response.created",
-        "response.in_progress",
-        "response.output_item.added",
-        "response.content_part.added",
-        "response.output_text.delta",
-        "response.output_text.delta",
-        "response.output_text.delta",
-        "response.output_text.done",
-        "response.content_part.done",
-        "response.output_item.done",
-        "response.completed",
-    ]
-    assert final.output_text == "one two three"
-    streamed = final.model_dump(mode="json")
-    for part in streamed["output"][0]["content"]:
-        assert part.pop("parsed") is None  # the helper's ParsedResponse adds this
-    assert streamed == client.responses.retrieve(final.id).model_dump(mode="json")
-
-
 # ---- Chat Completions upstream -------------------------------------------------------------
 
 
