@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import Celery
 from redis import Redis
 
-from shared import keys
+from shared import broker, keys
 from shared.settings import Settings
 
 RUN_RESPONSE = "resq.run_response"
@@ -16,6 +16,8 @@ def make_celery(settings: Settings) -> Celery:
     app = Celery("resq", broker=settings.redis_url, set_as_current=False)
     concurrency = max(settings.worker_concurrency, 10)
     app.conf.update(
+        # kombu's Redis transport, with acks that survive a Redis outage (shared/broker.py).
+        broker_transport=broker.TRANSPORT,
         task_default_queue=keys.QUEUE,
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -1,0 +1,74 @@
+"""kombu's Redis transport with acks that survive a broker outage.
+
+With late acks, a job's message is acknowledged when the job ends. kombu's Redis QoS removes
+the message from Redis first and only then frees the local prefetch slot; when Redis is down at
+that moment the removal raises, the slot is never freed, and once every slot has leaked that
+way the worker stops taking messages for good (no error is logged after the outage, the worker
+just sits idle). Jobs running through a Redis restart hit exactly this.
+
+Here the local slot is always freed, and a removal that failed is kept and retried on the next
+ack and on the consumer's periodic restore pass. A removal that is never retried (the worker
+dies first) leaves the message in Redis's unacked set, which kombu re-queues after the
+visibility timeout; resq's claim then sees a finished response and does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+
+log = logging.getLogger(__name__)
+
+
+class QoS(kombu_redis.QoS):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pending_removals: set[str] = set()
+
+    def ack(self, delivery_tag: str) -> None:
+        self.pending_removals.add(delivery_tag)
+        virtual.QoS.ack(self, delivery_tag)  # the local slot, whatever Redis says
+        self.flush_removals()
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if not requeue:
+            self.ack(delivery_tag)
+            return
+        try:
+            self.restore_by_tag(delivery_tag, leftmost=True)
+        except self.channel.connection_errors as exc:
+            # Still in Redis's unacked set: re-queued after the visibility timeout.
+            log.warning("could not requeue %s now (%s); Redis will redeliver it", delivery_tag, exc)
+        virtual.QoS.ack(self, delivery_tag)
+
+    def flush_removals(self) -> None:
+        """Remove acknowledged messages from Redis's unacked set; keep them if Redis is away."""
+        if not self.pending_removals:
+            return
+        tags = list(self.pending_removals)
+        try:
+            with self.pipe_or_acquire() as pipe:
+                pipe.zrem(self.unacked_index_key, *tags).hdel(self.unacked_key, *tags).execute()
+        except self.channel.connection_errors as exc:
+            log.warning("%d ack(s) wait for Redis: %s", len(tags), exc)
+            return
+        self.pending_removals.difference_update(tags)
+
+    def restore_visible(self, *args: Any, **kwargs: Any) -> None:
+        # Called by the consumer loop on every poll cycle: a good moment to retry removals.
+        self.flush_removals()
+        super().restore_visible(*args, **kwargs)
+
+
+class Channel(kombu_redis.Channel):
+    QoS = QoS
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel
+
+
+TRANSPORT = f"{__name__}:Transport"
