@@ -10,6 +10,9 @@ FUNCTION_CALL = "fc"
 CALL = "call"
 REASONING = "rs"
 REQUEST = "req"
+EVENT = "evt"  # a webhook event (the payload's id)
+WEBHOOK_DELIVERY = "wh"  # the webhook-id header: one event to one endpoint
+WEBHOOK_ENDPOINT = "whep"
 
 
 def new_id(prefix: str) -> str:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import logging
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ from sqlmodel import Session, col, delete, select
 
 from shared.errors import InvalidRequest
 from shared.schema.response import TERMINAL_STATUSES, Status, response_object
+from shared.store.outbox import record_terminal_event
 from shared.store.tables import INPUT, OUTPUT, IdempotencyKeyRow, ItemRow, ResponseRow
 
 ACTIVE_STATUSES = (Status.QUEUED.value, Status.IN_PROGRESS.value)
@@ -67,9 +69,26 @@ class Page:
     has_more: bool
 
 
+log = logging.getLogger(__name__)
+
+
 class Store:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self, engine: Engine, *, on_deliveries: Callable[[list[str]], None] | None = None
+    ) -> None:
+        """``on_deliveries`` is called with the ids of new webhook deliveries after the
+        transaction that wrote them committed (to send them now; the sweep sends them anyway
+        if this fails or is not given)."""
         self.engine = engine
+        self.on_deliveries = on_deliveries
+
+    def _announce(self, delivery_ids: list[str]) -> None:
+        if not delivery_ids or self.on_deliveries is None:
+            return
+        try:
+            self.on_deliveries(delivery_ids)
+        except Exception:  # the sweep sends them later; the commit stands
+            log.warning("could not queue webhook deliveries %s now", delivery_ids, exc_info=True)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -299,23 +318,38 @@ class Store:
             if s.get(ResponseRow, response_id) is None:
                 return None
             _replace_outputs(s, response_id, dict(enumerate(output)), truncate=True)
-            s.execute(
-                update(ResponseRow)
-                .where(
-                    col(ResponseRow.id) == response_id,
-                    col(ResponseRow.status).in_(from_statuses),
+            values = {
+                "status": status.value,
+                "ended_at": now,
+                "completed_at": now if status == Status.COMPLETED else None,
+                "error": error,
+                "incomplete_details": incomplete_details,
+                "usage": usage,
+            }
+
+            def write(statuses: tuple[str, ...]) -> bool:
+                result = s.execute(
+                    update(ResponseRow)
+                    .where(
+                        col(ResponseRow.id) == response_id, col(ResponseRow.status).in_(statuses)
+                    )
+                    .values(**values)
                 )
-                .values(
-                    status=status.value,
-                    ended_at=now,
-                    completed_at=now if status == Status.COMPLETED else None,
-                    error=error,
-                    incomplete_details=incomplete_details,
-                    usage=usage,
-                )
-            )
+                return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+            # A status change announces itself (webhook); re-writing the same status (a
+            # cancelled run storing what it had produced) does not.
+            changed = write(tuple(f for f in from_statuses if f != status.value))
+            if not changed and status.value in from_statuses:
+                write((status.value,))
+            row = s.get(ResponseRow, response_id)
+            assert row is not None
+            deliveries: list[str] = []
+            if changed:  # (the ORM update synchronised ``row`` with what it wrote)
+                deliveries = record_terminal_event(s, row=row, now=now)
             s.commit()
-            return s.get(ResponseRow, response_id)
+        self._announce(deliveries)
+        return row
 
     def cancel(self, *, response_id: str, now: int) -> str | None:
         """Mark a job cancelled if it has not ended. Returns the status it had, or None if
@@ -330,8 +364,13 @@ class Store:
                 .where(col(ResponseRow.id) == response_id, col(ResponseRow.status) == previous)
                 .values(status=Status.CANCELLED.value, ended_at=now)
             )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                s.rollback()
+                return None
+            deliveries = record_terminal_event(s, row=row, now=now)
             s.commit()
-            return previous if result.rowcount == 1 else None  # type: ignore[attr-defined]
+        self._announce(deliveries)
+        return previous
 
     def delete_response(self, *, response_id: str, tenant: str) -> bool:
         with self.session() as s:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import JSON, Column, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 # Plain JSON (not JSONB) on Postgres too: it keeps key order, so a Response reads back with
@@ -76,6 +76,88 @@ class IdempotencyKeyRow(SQLModel, table=True):
         sa_column=Column(String(64), ForeignKey("responses.id", ondelete="CASCADE"), nullable=False)
     )
     created_at: int
+
+
+class WebhookEndpointRow(SQLModel, table=True):
+    """A tenant's webhook receiver. ``secret`` signs every delivery; after a rotation that
+    keeps the old secret, deliveries are signed with both until ``old_secret_until``."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (Index("ix_webhook_endpoints_tenant_created", "tenant", "created_at"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    tenant: str = Field(max_length=128)
+    name: str = Field(max_length=256)
+    url: str = Field(max_length=2048)
+    event_types: list[str] = Field(sa_column=Column(JSONType, nullable=False))
+    secret: str = Field(max_length=128)
+    old_secret: str | None = Field(default=None, max_length=128)
+    old_secret_until: int | None = None
+    created_at: int
+    updated_at: int
+
+
+class WebhookEventRow(SQLModel, table=True):
+    """An event to announce (the outbox): written in the same transaction as the response's
+    terminal status, so it exists exactly when that status does. ``body`` is the exact JSON
+    every delivery of it sends."""
+
+    __tablename__ = "webhook_events"
+
+    id: str = Field(primary_key=True, max_length=64)
+    tenant: str = Field(max_length=128)
+    type: str = Field(max_length=64)
+    response_id: str = Field(max_length=64)
+    created_at: int
+    body: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class WebhookDeliveryRow(SQLModel, table=True):
+    """One event to one endpoint. Its id is the ``webhook-id`` header, the same on every
+    attempt. ``status``: pending, delivered or failed (attempts or retry window used up)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_endpoint_created", "endpoint_id", "created_at"),
+        Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    event_id: str = Field(
+        sa_column=Column(String(64), ForeignKey("webhook_events.id"), nullable=False)
+    )
+    endpoint_id: str = Field(
+        sa_column=Column(
+            String(64), ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    tenant: str = Field(max_length=128)
+    status: str = Field(max_length=16)
+    attempts: int = 0
+    created_at: int
+    next_attempt_at: float | None = None
+    lease_until: float | None = None  # an attempt (or a queued send) holds it until then
+    delivered_at: int | None = None
+
+
+class WebhookAttemptRow(SQLModel, table=True):
+    """One HTTP attempt of a delivery, kept for the delivery log."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ix_webhook_attempts_delivery", "delivery_id", "number"),)
+
+    pk: int | None = Field(default=None, primary_key=True)
+    delivery_id: str = Field(
+        sa_column=Column(
+            String(64), ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    number: int
+    started_at: float
+    latency_ms: int
+    status_code: int | None = None
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    ok: bool = False
 
 
 INPUT = "input"

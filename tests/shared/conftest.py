@@ -19,7 +19,14 @@ from sqlalchemy import Engine, delete
 
 from shared.store import migrate
 from shared.store.repo import Store, make_engine
-from shared.store.tables import ItemRow, ResponseRow
+from shared.store.tables import (
+    ItemRow,
+    ResponseRow,
+    WebhookAttemptRow,
+    WebhookDeliveryRow,
+    WebhookEndpointRow,
+    WebhookEventRow,
+)
 
 POSTGRES_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
@@ -83,6 +90,8 @@ def engine(database_url: str) -> Iterator[Engine]:
 def store(engine: Engine) -> Store:
     """A Store over empty tables."""
     with engine.begin() as conn:
+        for table in (WebhookAttemptRow, WebhookDeliveryRow, WebhookEventRow, WebhookEndpointRow):
+            conn.execute(delete(table))
         conn.execute(delete(ItemRow))
         conn.execute(delete(ResponseRow))
     return Store(engine)

@@ -129,8 +129,17 @@ def test_migration_on_a_new_sqlite_file_creates_the_tables_and_can_run_twice(tmp
             versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
     finally:
         engine.dispose()
-    assert tables == {"alembic_version", "responses", "response_items", "idempotency_keys"}
-    assert [v[0] for v in versions] == ["0003"]
+    assert tables == {
+        "alembic_version",
+        "responses",
+        "response_items",
+        "idempotency_keys",
+        "webhook_endpoints",
+        "webhook_events",
+        "webhook_deliveries",
+        "webhook_attempts",
+    }
+    assert [v[0] for v in versions] == ["0004"]
 
 
 def test_migration_is_idempotent_and_matches_the_table_models(database_url, engine):
@@ -144,7 +153,7 @@ def test_migration_is_idempotent_and_matches_the_table_models(database_url, engi
     with engine.connect() as conn:
         versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
         diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
-    assert [v[0] for v in versions] == ["0003"]
+    assert [v[0] for v in versions] == ["0004"]
     assert diff == []
 
 
