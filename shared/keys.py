@@ -4,6 +4,8 @@ from __future__ import annotations
 
 PREFIX = "resq"
 QUEUE = "resq"  # the Celery queue jobs run on
+# Webhook sends: their own queue, so a job backlog never holds them up (and the reverse).
+WEBHOOK_QUEUE = "resq.webhooks"
 
 CANCEL_TTL_SECONDS = 24 * 3600
 

@@ -17,6 +17,7 @@ import urllib.request
 from types import FrameType
 from typing import Any
 
+from shared import keys
 from shared.embedded_redis import EmbeddedRedis, die_with_parent
 from shared.routing import BUILTIN_MODEL
 from shared.settings import Settings
@@ -65,7 +66,7 @@ def worker_command(settings: Settings, name: str = "resq@%h") -> list[str]:
         "--concurrency",
         str(settings.worker_concurrency),
         "--queues",
-        "resq",
+        f"{keys.QUEUE},{keys.WEBHOOK_QUEUE}",
         "--hostname",
         name,
         "--loglevel",

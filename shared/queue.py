@@ -10,6 +10,8 @@ from shared.settings import Settings
 
 RUN_RESPONSE = "resq.run_response"
 REAP = "resq.reap"
+DELIVER_WEBHOOK = "resq.deliver_webhook"
+SWEEP_WEBHOOKS = "resq.sweep_webhooks"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -39,7 +41,16 @@ def make_celery(settings: Settings) -> Celery:
                 "task": REAP,
                 "schedule": settings.reaper_interval_seconds,
                 "options": {"queue": keys.QUEUE, "expires": settings.reaper_interval_seconds},
-            }
+            },
+            # Sends webhook deliveries that are due (retries, and sends whose message was lost).
+            "resq-sweep-webhooks": {
+                "task": SWEEP_WEBHOOKS,
+                "schedule": settings.webhook_sweep_seconds,
+                "options": {
+                    "queue": keys.WEBHOOK_QUEUE,
+                    "expires": settings.webhook_sweep_seconds,
+                },
+            },
         },
         worker_send_task_events=False,
     )
@@ -54,3 +65,9 @@ def enqueue_response(app: Celery, response_id: str) -> None:
 def queue_depth(client: Redis) -> int:
     """Messages waiting in resq's Celery queue (the Redis list kombu keeps it in)."""
     return int(client.llen(keys.QUEUE))
+
+
+def enqueue_delivery(app: Celery, delivery_id: str, attempts: int) -> None:
+    """Queue one attempt of a webhook delivery; ``attempts`` is its count of attempts so far
+    (a duplicate message from before an attempt then does nothing)."""
+    app.send_task(DELIVER_WEBHOOK, args=[delivery_id, attempts], queue=keys.WEBHOOK_QUEUE)

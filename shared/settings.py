@@ -27,6 +27,12 @@ DEFAULT_QUEUED_RESEND_SECONDS = 120.0
 DEFAULT_UPSTREAM_RETRIES = 4
 DEFAULT_UPSTREAM_RETRY_BUDGET_SECONDS = 60.0
 DEFAULT_IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+DEFAULT_WEBHOOK_TIMEOUT_SECONDS = 10.0
+DEFAULT_WEBHOOK_MAX_ATTEMPTS = 25
+DEFAULT_WEBHOOK_RETRY_WINDOW_SECONDS = 72 * 3600.0
+DEFAULT_WEBHOOK_BACKOFF_SECONDS = 5.0
+DEFAULT_WEBHOOK_BACKOFF_MAX_SECONDS = 3 * 3600.0
+DEFAULT_WEBHOOK_SWEEP_SECONDS = 5.0
 
 
 class SettingsError(ValueError):
@@ -51,6 +57,15 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _bool(env: dict[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in {"", "0", "false", "no", "off"}:
+        return False
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
 def parse_api_keys(raw: str) -> dict[str, str]:
@@ -95,6 +110,14 @@ class Settings:
     upstream_retries: int = DEFAULT_UPSTREAM_RETRIES
     upstream_retry_budget_seconds: float = DEFAULT_UPSTREAM_RETRY_BUDGET_SECONDS
     idempotency_ttl_seconds: int = DEFAULT_IDEMPOTENCY_TTL_SECONDS
+    webhook_timeout_seconds: float = DEFAULT_WEBHOOK_TIMEOUT_SECONDS
+    webhook_max_attempts: int = DEFAULT_WEBHOOK_MAX_ATTEMPTS
+    webhook_retry_window_seconds: float = DEFAULT_WEBHOOK_RETRY_WINDOW_SECONDS
+    webhook_backoff_seconds: float = DEFAULT_WEBHOOK_BACKOFF_SECONDS
+    webhook_backoff_max_seconds: float = DEFAULT_WEBHOOK_BACKOFF_MAX_SECONDS
+    webhook_sweep_seconds: float = DEFAULT_WEBHOOK_SWEEP_SECONDS
+    outbound_allow_private: bool = False
+    outbound_allow_loopback: bool = False
     log_level: str = "INFO"
 
     @property
@@ -151,6 +174,26 @@ class Settings:
             idempotency_ttl_seconds=_int(
                 env, "RESQ_IDEMPOTENCY_TTL_SECONDS", DEFAULT_IDEMPOTENCY_TTL_SECONDS
             ),
+            webhook_timeout_seconds=_float(
+                env, "RESQ_WEBHOOK_TIMEOUT_SECONDS", DEFAULT_WEBHOOK_TIMEOUT_SECONDS
+            ),
+            webhook_max_attempts=max(
+                1, _int(env, "RESQ_WEBHOOK_MAX_ATTEMPTS", DEFAULT_WEBHOOK_MAX_ATTEMPTS)
+            ),
+            webhook_retry_window_seconds=_float(
+                env, "RESQ_WEBHOOK_RETRY_WINDOW_SECONDS", DEFAULT_WEBHOOK_RETRY_WINDOW_SECONDS
+            ),
+            webhook_backoff_seconds=_float(
+                env, "RESQ_WEBHOOK_BACKOFF_SECONDS", DEFAULT_WEBHOOK_BACKOFF_SECONDS
+            ),
+            webhook_backoff_max_seconds=_float(
+                env, "RESQ_WEBHOOK_BACKOFF_MAX_SECONDS", DEFAULT_WEBHOOK_BACKOFF_MAX_SECONDS
+            ),
+            webhook_sweep_seconds=_float(
+                env, "RESQ_WEBHOOK_SWEEP_SECONDS", DEFAULT_WEBHOOK_SWEEP_SECONDS
+            ),
+            outbound_allow_private=_bool(env, "RESQ_OUTBOUND_ALLOW_PRIVATE"),
+            outbound_allow_loopback=_bool(env, "RESQ_OUTBOUND_ALLOW_LOOPBACK"),
             log_level=(env.get("RESQ_LOG_LEVEL") or "INFO").upper(),
         )
 

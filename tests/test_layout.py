@@ -18,6 +18,10 @@ from typing import Any
 import pytest
 import yaml
 
+from shared import keys
+from shared.launcher import worker_command
+from shared.settings import Settings
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("api", "worker", "shared")
 # package → top-level packages it must never import
@@ -84,10 +88,14 @@ def test_compose_commands_match_the_procfile(compose: dict[str, Any]) -> None:
         "--bind 0.0.0.0:8080"
     ) in api_command
     assert "/healthz" in " ".join(api["healthcheck"]["test"])
+    # Both queues, as the launcher's worker takes them: jobs, and webhook sends.
+    queues = f"--queues {keys.QUEUE},{keys.WEBHOOK_QUEUE} "
     assert (
-        "celery -A worker.celery_app worker --pool gevent --concurrency 200 --queues resq "
+        f"celery -A worker.celery_app worker --pool gevent --concurrency 200 {queues}"
         "--without-gossip --without-mingle"
     ) in _command(worker)
+    assert queues in (REPO_ROOT / "Procfile").read_text()
+    assert queues.strip() in " ".join(worker_command(Settings()))
     procfile = _procfile()
     assert procfile["api"].split("--bind")[0] in api_command
     assert procfile["worker"].split("--concurrency")[0] in _command(worker)

@@ -7,10 +7,16 @@ import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
+import httpx
+from celery import Celery
+
 from shared.bus import EventBus, make_redis
+from shared.netpolicy import OutboundPolicy
+from shared.queue import enqueue_delivery, make_celery
 from shared.routing import BUILTIN, Route, Router
 from shared.settings import Settings
 from shared.store import Store, make_engine
+from shared.store.webhooks import WebhookStore
 from worker.providers.base import Provider
 from worker.providers.builtin import BuiltinModel
 from worker.providers.chat_completions import ChatCompletionsProvider
@@ -22,6 +28,9 @@ class Runtime:
     store: Store
     bus: EventBus
     router: Router
+    hooks: WebhookStore
+    http: httpx.Client  # webhook sends: one pool per process
+    outbound: OutboundPolicy
 
     def provider_for(self, model: str) -> Provider:
         return make_provider(self.router.resolve(model), self.settings)
@@ -50,12 +59,28 @@ def _build() -> Runtime:
     redis_client = make_redis(
         settings.redis_url, max_connections=settings.worker_concurrency * 2 + 20
     )
+    producer = make_celery(settings)  # sends webhook deliveries once their event commits
+    store = Store(
+        make_engine(settings.database_url, pool_size=20),
+        on_deliveries=lambda delivery_ids: send_deliveries(producer, delivery_ids),
+    )
     return Runtime(
         settings=settings,
-        store=Store(make_engine(settings.database_url, pool_size=20)),
+        store=store,
         bus=EventBus(redis_client, ttl_seconds=settings.event_ttl_seconds),
         router=Router.from_file(settings.models_file),
+        hooks=WebhookStore(store),
+        http=httpx.Client(timeout=settings.webhook_timeout_seconds),
+        outbound=OutboundPolicy(
+            allow_private=settings.outbound_allow_private,
+            allow_loopback=settings.outbound_allow_loopback,
+        ),
     )
+
+
+def send_deliveries(app: Celery, delivery_ids: list[str]) -> None:
+    for delivery_id in delivery_ids:
+        enqueue_delivery(app, delivery_id, 0)
 
 
 def runtime() -> Runtime:

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import time
+
 from celery import Celery
 
-from shared.queue import REAP, RUN_RESPONSE, enqueue_response, queue_depth
+from shared.queue import (
+    DELIVER_WEBHOOK,
+    REAP,
+    RUN_RESPONSE,
+    SWEEP_WEBHOOKS,
+    enqueue_delivery,
+    enqueue_response,
+    queue_depth,
+)
+from worker import webhooks
 from worker.execute import Limits, execute
 from worker.reaper import reap
 from worker.runtime import runtime
@@ -33,4 +44,25 @@ def register(app: Celery) -> None:
             max_attempts=rt.settings.max_attempts,
             queue_depth=lambda: queue_depth(rt.bus.redis),
             queued_resend_after=rt.settings.queued_resend_seconds,
+        )
+
+    @app.task(name=DELIVER_WEBHOOK, acks_late=True, ignore_result=True)
+    def deliver_webhook(delivery_id: str, attempts: int) -> None:
+        rt = runtime()
+        webhooks.deliver(
+            delivery_id,
+            attempts,
+            hooks=rt.hooks,
+            client=rt.http,
+            outbound=rt.outbound,
+            policy=webhooks.Policy.from_settings(rt.settings),
+        )
+
+    @app.task(name=SWEEP_WEBHOOKS, ignore_result=True)
+    def sweep_webhooks() -> None:
+        rt = runtime()
+        webhooks.sweep(
+            hooks=rt.hooks,
+            enqueue=lambda delivery_id, attempts: enqueue_delivery(app, delivery_id, attempts),
+            clock=time.time,
         )
