@@ -7,15 +7,17 @@ from collections.abc import Callable
 
 from flask import Flask, Response, g, jsonify, request
 
-from api import errors, models, responses
+from api import errors, models, responses, webhooks
 from api.auth import Authenticator
 from api.context import Deps
 from shared import ids
 from shared.bus import EventBus, make_redis
-from shared.queue import enqueue_response, make_celery
+from shared.netpolicy import OutboundPolicy
+from shared.queue import enqueue_delivery, enqueue_response, make_celery
 from shared.routing import Router
 from shared.settings import Settings
 from shared.store import Store, make_engine
+from shared.store.webhooks import WebhookStore
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +30,26 @@ def create_app(
     store: Store | None = None,
     bus: EventBus | None = None,
     enqueue: Callable[[str], None] | None = None,
+    send_delivery: Callable[[str, int], None] | None = None,
 ) -> Flask:
     settings = settings or Settings.from_env()
+    celery = make_celery(settings)
     if enqueue is None:
-        celery = make_celery(settings)
 
         def enqueue(response_id: str) -> None:
             enqueue_response(celery, response_id)
+
+    if send_delivery is None:
+
+        def send_delivery(delivery_id: str, attempts: int) -> None:
+            enqueue_delivery(celery, delivery_id, attempts)
+
+    def on_deliveries(delivery_ids: list[str]) -> None:
+        assert send_delivery is not None
+        for delivery_id in delivery_ids:
+            send_delivery(delivery_id, 0)
+
+    store = store or Store(make_engine(settings.database_url), on_deliveries=on_deliveries)
 
     auth = Authenticator(settings.api_keys)
     if auth.open_mode:
@@ -47,7 +62,7 @@ def create_app(
     app.json.compact = True  # type: ignore[attr-defined]
     app.extensions["resq"] = Deps(
         settings=settings,
-        store=store or Store(make_engine(settings.database_url)),
+        store=store,
         bus=bus
         or EventBus(
             make_redis(settings.redis_url, max_connections=5000),
@@ -56,6 +71,12 @@ def create_app(
         router=Router.from_file(settings.models_file),
         auth=auth,
         enqueue=enqueue,
+        hooks=WebhookStore(store),
+        outbound=OutboundPolicy(
+            allow_private=settings.outbound_allow_private,
+            allow_loopback=settings.outbound_allow_loopback,
+        ),
+        send_delivery=send_delivery,
     )
 
     @app.before_request
@@ -79,4 +100,5 @@ def create_app(
     errors.register(app)
     app.register_blueprint(responses.bp)
     app.register_blueprint(models.bp)
+    app.register_blueprint(webhooks.bp)
     return app

@@ -10,9 +10,11 @@ from flask import current_app
 
 from api.auth import Authenticator
 from shared.bus import EventBus
+from shared.netpolicy import OutboundPolicy
 from shared.routing import Router
 from shared.settings import Settings
 from shared.store import Store
+from shared.store.webhooks import WebhookStore
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,9 @@ class Deps:
     router: Router
     auth: Authenticator
     enqueue: Callable[[str], None]
+    hooks: WebhookStore
+    outbound: OutboundPolicy
+    send_delivery: Callable[[str, int], None]  # (delivery id, its attempts so far)
     # Set when the process is asked to stop: open streams end cleanly so clients resume
     # (with starting_after) on another API process.
     stopping: threading.Event = field(default_factory=threading.Event)

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.errors import InvalidRequest
-from shared.schema.validation import custom_error, json_type_name, to_invalid_request
+from shared.schema.validation import custom_error, json_type_name, parse_body
 
 METADATA_MAX_KEYS = 16
 METADATA_MAX_KEY_LENGTH = 64
@@ -198,13 +197,4 @@ class CreateResponseRequest(_Strict):
 
 def parse_create_request(body: Any) -> CreateResponseRequest:
     """Validate a create body, raising ``InvalidRequest`` with OpenAI's code and param."""
-    if not isinstance(body, dict):
-        raise InvalidRequest(
-            f"Invalid type for the request body: expected an object, but got "
-            f"{json_type_name(body)} instead.",
-            code="invalid_type",
-        )
-    try:
-        return CreateResponseRequest.model_validate(body)
-    except ValidationError as exc:
-        raise to_invalid_request(exc) from None
+    return parse_body(CreateResponseRequest, body)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from shared.errors import InvalidRequest
+
+M = TypeVar("M", bound=BaseModel)
 
 _TYPE_NAMES = {
     str: "a string",
@@ -131,3 +133,18 @@ def to_invalid_request(exc: ValidationError) -> InvalidRequest:
     """
     errors = exc.errors(include_url=False)
     return _convert(errors[0])
+
+
+def parse_body(model: type[M], body: Any) -> M:
+    """Validate a JSON request body against ``model``, raising ``InvalidRequest`` with
+    OpenAI's code and param."""
+    if not isinstance(body, dict):
+        raise InvalidRequest(
+            f"Invalid type for the request body: expected an object, but got "
+            f"{json_type_name(body)} instead.",
+            code="invalid_type",
+        )
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise to_invalid_request(exc) from None

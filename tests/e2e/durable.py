@@ -31,7 +31,7 @@ DURABLE_ENV = {
 
 
 class MiniStack:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, extra_env: dict[str, str] | None = None) -> None:
         self.root = root
         self.redis_server = EmbeddedRedis(root / "redis", persist=True)
         self.database_url = f"sqlite:///{root / 'resq.db'}"
@@ -47,6 +47,7 @@ class MiniStack:
             "REDIS_URL": self.redis_server.url,
             "DATABASE_URL": self.database_url,
             "RESQ_VAR_DIR": str(root / "var"),
+            **(extra_env or {}),
         }
         self.settings = Settings.from_env(self.env)
         self.api: subprocess.Popen[bytes] | None = None
