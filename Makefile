@@ -17,7 +17,7 @@ define install
 	fi
 endef
 
-.PHONY: run test lint typecheck pytest clean
+.PHONY: run test lint typecheck pytest bench clean
 
 $(PY):
 	$(PYTHON) -m venv --without-pip $(VENV)
@@ -45,6 +45,9 @@ pytest: $(DEV_DEPS)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+bench: $(DEV_DEPS)
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

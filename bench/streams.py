@@ -28,391 +28,24 @@ import re
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
-import tempfile
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from bench.upstream import start_subprocess
-from shared.embedded_redis import EmbeddedRedis, free_port
-from shared.launcher import api_command, spawn, stop_all, wait_healthy, worker_command
-from shared.settings import Settings
-from shared.store import migrate
-
-HOST = "127.0.0.1"
-RESULTS = Path(__file__).with_name("results")
-TERMINAL = {"response.completed", "response.failed", "response.incomplete"}
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-# --------------------------------------------------------------------------- /proc
-
-
-def _children(pid: int) -> list[int]:
-    """pid and all its descendants (the gunicorn master's gevent worker is its child)."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            parents.setdefault(ppid, []).append(int(entry))
-    tree, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        tree.append(p)
-        todo += parents.get(p, [])
-    return tree
-
-
-def _rss_kb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except (OSError, IndexError, ValueError):
-        pass
-    return 0
-
-
-def _cpu_s(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-class Sampler:
-    """RSS (process + descendants) of named processes every ``interval``; peaks since reset."""
-
-    def __init__(self, pids: dict[str, int], interval: float = 0.1) -> None:
-        self.pids = pids
-        self.interval = interval
-        self.trees = {name: _children(pid) for name, pid in pids.items()}
-        self.peak: dict[str, int] = {}
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="sampler", daemon=True)
-
-    def rss_kb(self, name: str) -> int:
-        return sum(_rss_kb(p) for p in self.trees[name])
-
-    def cpu_s(self, name: str) -> float:
-        return sum(_cpu_s(p) for p in _children(self.pids[name]))
-
-    def reset(self) -> None:
-        with self.lock:
-            self.peak = {name: self.rss_kb(name) for name in self.pids}
-
-    def _run(self) -> None:
-        rounds = 0
-        while not self.stopping.wait(self.interval):
-            rounds += 1
-            if rounds % 20 == 0:
-                self.trees = {name: _children(pid) for name, pid in self.pids.items()}
-            with self.lock:
-                for name in self.pids:
-                    self.peak[name] = max(self.peak.get(name, 0), self.rss_kb(name))
-
-    def __enter__(self) -> Sampler:
-        self.reset()
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopping.set()
-        self.thread.join(5)
-
-
-# --------------------------------------------------------------------------- HTTP client
-
-
-async def _request(
-    port: int, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int, dict[str, str]]:
-    reader, writer = await asyncio.open_connection(HOST, port, limit=1 << 20)
-    data = json.dumps(body).encode() if body is not None else b""
-    head = f"{method} {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n"
-    for name, value in (headers or {}).items():
-        head += f"{name}: {value}\r\n"
-    if body is not None:
-        head += f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
-    writer.write(head.encode() + b"\r\n" + data)
-    raw = await reader.readuntil(b"\r\n\r\n")
-    lines = raw.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ", 2)[1])
-    hdrs = {
-        k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)
-    }
-    return reader, writer, status, hdrs
-
-
-async def _body_chunks(reader: asyncio.StreamReader, headers: dict[str, str]) -> Any:
-    """Yield the decoded body in pieces (chunked, Content-Length or until close)."""
-    if "chunked" in headers.get("transfer-encoding", ""):
-        buf = bytearray()
-        while True:
-            data = await reader.read(1 << 16)
-            if not data:
-                raise ConnectionError("the body ended before the last chunk (truncated)")
-            buf += data
-            pos, out, end = 0, bytearray(), False
-            while True:
-                eol = buf.find(b"\r\n", pos)
-                if eol < 0:
-                    break
-                size = int(bytes(buf[pos:eol]).split(b";")[0], 16)
-                if size == 0:
-                    end = True
-                    break
-                if len(buf) < eol + 4 + size:
-                    break
-                out += buf[eol + 2 : eol + 2 + size]
-                pos = eol + 4 + size
-            del buf[:pos]
-            if out:
-                yield bytes(out)
-            if end:
-                return
-    elif "content-length" in headers:
-        yield await reader.readexactly(int(headers["content-length"]))
-    else:
-        yield await reader.read()
-
-
-async def http_json(
-    port: int, method: str, path: str, body: Any = None, *, timeout: float = 60
-) -> tuple[int, Any]:
-    async with asyncio.timeout(timeout):
-        reader, writer, status, headers = await _request(port, method, path, body)
-        try:
-            raw = b"".join([piece async for piece in _body_chunks(reader, headers)])
-            return status, json.loads(raw) if raw else None
-        finally:
-            writer.close()
-
-
-@dataclass
-class StreamResult:
-    status: int = 0
-    events: int = 0
-    terminal: str | None = None
-    final_status: str | None = None  # the Response's status in the terminal event
-    first_event_s: float | None = None  # since the request started
-    first_delta_s: float | None = None
-    seq_error: str | None = None
-    gaps: int = 0
-    error: str | None = None
-    ended_s: float = 0.0
-
-
-_SEQ = re.compile(rb'"sequence_number":(\d+)')
-
-
-class EventParser:
-    """SSE blocks → checks. resq events: sequence numbers strictly increasing from 0 (gaps
-    counted), the terminal event parsed as JSON. ``chat``: ``chat.completion.chunk``s, where
-    the first content chunk is the first delta."""
-
-    def __init__(self, result: StreamResult, start: float, chat: bool) -> None:
-        self.result = result
-        self.start = start
-        self.chat = chat
-        self.expected = 0
-        self.pending = b""
-
-    def feed(self, data: bytes) -> None:
-        blocks = (self.pending + data).split(b"\n\n")
-        self.pending = blocks.pop()
-        r = self.result
-        for block in blocks:
-            at = block.find(b"data: ")
-            if at < 0:
-                continue  # a keep-alive comment
-            payload = block[at + 6 :]
-            if r.first_event_s is None:
-                r.first_event_s = time.perf_counter() - self.start
-            if self.chat:
-                if payload == b"[DONE]":
-                    r.terminal = "[DONE]"
-                    continue
-                r.events += 1
-                if r.first_delta_s is None and b'"content":"w' in payload:
-                    r.first_delta_s = time.perf_counter() - self.start
-                continue
-            r.events += 1
-            kind = block[7 : block.find(b"\n")].decode() if block[:7] == b"event: " else ""
-            match = _SEQ.search(payload)
-            seq = int(match.group(1)) if match else None
-            if seq is None or seq < self.expected:
-                r.seq_error = (
-                    r.seq_error or f"sequence_number {seq} where >= {self.expected} was due"
-                )
-            else:
-                r.gaps += seq - self.expected
-                self.expected = seq + 1
-            if kind == "response.output_text.delta" and r.first_delta_s is None:
-                r.first_delta_s = time.perf_counter() - self.start
-            if kind in TERMINAL:
-                r.terminal = kind
-                r.final_status = json.loads(payload)["response"]["status"]
-
-
-async def sse(
-    port: int,
-    method: str,
-    path: str,
-    body: Any = None,
-    *,
-    headers: dict[str, str] | None = None,
-    chat: bool = False,
-    on_open: Callable[[], None] | None = None,
-    timeout: float = 120,
-) -> StreamResult:
-    """Read one SSE body to its end (or its first error, or ``timeout``) and check it."""
-    result = StreamResult()
-    start = time.perf_counter()
-    parser = EventParser(result, start, chat)
-    writer = None
-    try:
-        async with asyncio.timeout(timeout):
-            reader, writer, result.status, hdrs = await _request(port, method, path, body, headers)
-            if result.status != 200:
-                raw = b"".join([p async for p in _body_chunks(reader, hdrs)])
-                result.error = f"HTTP {result.status}: {raw[:300]!r}"
-                return result
-            if on_open:
-                on_open()
-            async for piece in _body_chunks(reader, hdrs):
-                parser.feed(piece)
-            if parser.pending.strip():
-                result.error = f"the body ended inside an event: {parser.pending[:200]!r}"
-    except TimeoutError:
-        result.error = f"no end after {timeout:g} s ({result.events} events so far)"
-    except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError, KeyError) as exc:
-        result.error = f"{type(exc).__name__}: {exc}"
-    finally:
-        result.ended_s = time.perf_counter()
-        if writer is not None:
-            writer.close()
-    if result.error is None and result.terminal is None:
-        result.error = "the stream ended without a terminal event"
-    return result
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def _ms(value: float | None) -> float | None:
-    return None if value is None else round(value * 1000, 1)
-
-
-# --------------------------------------------------------------------------- the stack
-
-
-@dataclass
-class Stack:
-    root: Path
-    api_port: int
-    upstream_port: int
-    redis: EmbeddedRedis
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    logs: list[IO[bytes]] = field(default_factory=list)
-
-    @classmethod
-    def start(cls, args: argparse.Namespace) -> Stack:
-        root = Path(tempfile.mkdtemp(prefix="resq-bench-"))
-        redis = EmbeddedRedis(root / "redis", persist=False)
-        stack = cls(root=root, api_port=free_port(), upstream_port=free_port(), redis=redis)
-        try:
-            stack._start(args)
-        except BaseException:
-            stack.stop()
-            raise
-        return stack
-
-    def _log(self, name: str) -> IO[bytes]:
-        self.logs.append((self.root / f"{name}.log").open("wb"))
-        return self.logs[-1]
-
-    def _start(self, args: argparse.Namespace) -> None:
-        self.redis.start()
-        database_url = f"sqlite:///{self.root / 'resq.db'}"
-        migrate.upgrade(database_url)
-        upstream, url = start_subprocess(self.upstream_port, 50, 20, stderr=self._log("upstream"))
-        self.processes["upstream"] = upstream
-        models = self.root / "models.toml"
-        models.write_text(
-            f'[[route]]\nmatch = "bench-up"\nprovider = "openai"\nbase_url = "{url}"\n'
-            "timeout_seconds = 120\n"
-        )
-        env = {
-            **os.environ,
-            "RESQ_HOST": HOST,
-            "RESQ_PORT": str(self.api_port),
-            "REDIS_URL": self.redis.url,
-            "DATABASE_URL": database_url,
-            "RESQ_MODELS_FILE": str(models),
-            "RESQ_VAR_DIR": str(self.root / "var"),
-            "RESQ_WORKER_CONCURRENCY": str(args.concurrency),
-            "RESQ_LOG_LEVEL": args.log_level,
-        }
-        env.pop("RESQ_API_KEYS", None)  # open mode
-        settings = Settings.from_env(env)
-        for name, command in (("api", api_command(settings)), ("worker", worker_command(settings))):
-            log = self._log(name)
-            self.processes[name] = spawn(command, env, stdout=log, stderr=subprocess.STDOUT)
-        wait_healthy(f"http://{HOST}:{self.api_port}", 60, list(self.processes.values()))
-
-    def pids(self) -> dict[str, int]:
-        assert self.redis.process is not None
-        return {**{n: p.pid for n, p in self.processes.items()}, "redis": self.redis.process.pid}
-
-    def exited(self) -> list[str]:
-        return [n for n, p in self.processes.items() if p.poll() is not None]
-
-    def tails(self, lines: int = 40) -> dict[str, list[str]]:
-        out = {}
-        for name in ("api", "worker", "upstream"):
-            path = self.root / f"{name}.log"
-            text = path.read_text(errors="replace").splitlines() if path.exists() else []
-            notable = [ln for ln in text if re.search(r"ERROR|CRITICAL|Traceback|Error|WARN", ln)]
-            out[name] = notable[-lines:] + ["--- last lines ---"] + text[-lines:]
-        return out
-
-    def stop(self) -> None:
-        stop_all([p for n, p in self.processes.items() if n != "upstream"])
-        stop_all([p for n, p in self.processes.items() if n == "upstream"], timeout=5)
-        for p in self.processes.values():
-            if p.stdout is not None:
-                p.stdout.close()
-        self.redis.stop()
-        for log in self.logs:
-            log.close()
-
+from bench.stack import (
+    RESULTS,
+    Sampler,
+    Stack,
+    StreamResult,
+    http_json,
+    meta,
+    ms,
+    pct,
+    set_upstream,
+    sse,
+)
 
 # --------------------------------------------------------------------------- scenarios
-
-
-async def set_upstream(stack: Stack, tokens: int, delay_ms: float) -> None:
-    status, _ = await http_json(
-        stack.upstream_port, "POST", "/_bench/defaults", {"tokens": tokens, "delay_ms": delay_ms}
-    )
-    assert status == 200, "the bench upstream refused its defaults"
-    await http_json(stack.upstream_port, "POST", "/_bench/stats/reset-peak", {})
 
 
 def _create(background: bool, stream: bool) -> dict[str, Any]:
@@ -432,7 +65,7 @@ _LOG = re.compile(
 def _worker_log(stack: Stack, ids: list[str]) -> dict[str, Any]:
     """From the worker's INFO log: how fast it took the jobs in, and how long each ran."""
     wanted, received, runs = set(ids), [], []
-    path = stack.root / "worker.log"
+    path = stack.root / "worker-0.log"
     for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
         m = _LOG.match(line)
         if m and m.group(2) in wanted:
@@ -449,8 +82,8 @@ def _worker_log(stack: Stack, ids: list[str]) -> dict[str, Any]:
         "receive_span_s": round(span, 3),
         "intake_per_s": round((len(received) - 1) / span, 1) if span else None,
         "task_run_s": {
-            "p50": _pct(runs, 0.5),
-            "p99": _pct(runs, 0.99),
+            "p50": pct(runs, 0.5),
+            "p99": pct(runs, 0.99),
             "max": max(runs, default=None),
         },
     }
@@ -488,27 +121,27 @@ async def scenario_ttft(stack: Stack, args: argparse.Namespace) -> dict[str, Any
         creates.append(time.perf_counter() - t)
         if status != 200:
             failures.append(f"background create: HTTP {status}")
-    p50 = (_pct(resq, 0.5) or 0) - (_pct(direct, 0.5) or 0)
-    p99 = (_pct(resq, 0.99) or 0) - (_pct(direct, 0.99) or 0)
+    p50 = (pct(resq, 0.5) or 0) - (pct(direct, 0.5) or 0)
+    p99 = (pct(resq, 0.99) or 0) - (pct(direct, 0.99) or 0)
     return {
         "requests": len(resq),
         "upstream": {"tokens": args.ttft_tokens, "delay_ms": args.ttft_delay_ms},
         "resq_ttft_ms": {
-            "p50": _ms(_pct(resq, 0.5)),
-            "p99": _ms(_pct(resq, 0.99)),
-            "mean": _ms(statistics.fmean(resq)) if resq else None,
+            "p50": ms(pct(resq, 0.5)),
+            "p99": ms(pct(resq, 0.99)),
+            "mean": ms(statistics.fmean(resq)) if resq else None,
         },
         "direct_ttft_ms": {
-            "p50": _ms(_pct(direct, 0.5)),
-            "p99": _ms(_pct(direct, 0.99)),
-            "mean": _ms(statistics.fmean(direct)) if direct else None,
+            "p50": ms(pct(direct, 0.5)),
+            "p99": ms(pct(direct, 0.99)),
+            "mean": ms(statistics.fmean(direct)) if direct else None,
         },
-        "added_ms": {"p50": _ms(p50), "p99": _ms(p99)},
+        "added_ms": {"p50": ms(p50), "p99": ms(p99)},
         "resq_first_event_ms": {
-            "p50": _ms(_pct(first_event, 0.5)),
-            "p99": _ms(_pct(first_event, 0.99)),
+            "p50": ms(pct(first_event, 0.5)),
+            "p99": ms(pct(first_event, 0.99)),
         },
-        "background_create_ms": {"p50": _ms(_pct(creates, 0.5)), "p99": _ms(_pct(creates, 0.99))},
+        "background_create_ms": {"p50": ms(pct(creates, 0.5)), "p99": ms(pct(creates, 0.99))},
         "failures": failures[:20],
         "failed": len(failures),
     }
@@ -590,8 +223,8 @@ async def scenario_worker(stack: Stack, args: argparse.Namespace, s: Sampler) ->
         "completed": len(ok),
         "wall_s": round(max(ended), 3) if ended else None,
         "completion_after_first_create_s": {
-            "p50": round(_pct(ended, 0.5) or 0, 3),
-            "p99": round(_pct(ended, 0.99) or 0, 3),
+            "p50": round(pct(ended, 0.5) or 0, 3),
+            "p99": round(pct(ended, 0.99) or 0, 3),
         },
         "stream_failures": [_why(r) for r in results if r not in ok][:20],
         "not_terminal_at_timeout": len(pending) + sum(1 for r in results if r.terminal is None),
@@ -661,7 +294,7 @@ async def scenario_streams(stack: Stack, args: argparse.Namespace, s: Sampler) -
         "peak_concurrent_open": state["peak"],
         "all_open_after_s": None if state["all_open_s"] is None else round(state["all_open_s"], 3),
         "stream_open_s": {
-            q: round(_pct(open_times, f) or 0, 3)
+            q: round(pct(open_times, f) or 0, 3)
             for q, f in (("p50", 0.5), ("p90", 0.9), ("max", 1))
         },
         "completed_streams": len(completed),
@@ -736,7 +369,7 @@ def _line(name: str, r: dict[str, Any]) -> str:
 
 async def run(stack: Stack, args: argparse.Namespace, results: dict[str, Any]) -> None:
     """Run the chosen scenarios in order, each result into ``results`` as soon as it is in."""
-    with Sampler(stack.pids()) as sampler:
+    with Sampler(stack.pids) as sampler:
         # Warm the worker (imports, first connections) so the first measured job is not a cold one.
         warm = await sse(stack.api_port, "POST", "/v1/responses", _create(False, True), timeout=60)
         if warm.terminal != "response.completed":
@@ -755,27 +388,6 @@ async def run(stack: Stack, args: argparse.Namespace, results: dict[str, Any]) -
             print(_line(name, r), flush=True)
             if stack.exited():
                 raise RuntimeError(f"processes exited during the run: {stack.exited()}")
-
-
-def _meta(args: argparse.Namespace) -> dict[str, Any]:
-    def git(*cmd: str) -> str:
-        try:
-            run = subprocess.run(["git", *cmd], capture_output=True, text=True, timeout=5)
-            return run.stdout
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-
-    head = git("rev-parse", "--short", "HEAD").strip()
-    changed = [ln[3:] for ln in git("status", "--porcelain").splitlines() if ln[3:9] != "bench/"]
-    return {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "git_head": head,
-        "uncommitted_outside_bench": changed,
-        "cpus": os.cpu_count(),
-        "loadavg_at_start": os.getloadavg(),
-        "python": sys.version.split()[0],
-        "args": {k: sorted(v) if isinstance(v, set) else v for k, v in vars(args).items()},
-    }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -808,11 +420,11 @@ def _raise_interrupt(signum: int, _frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    report: dict[str, Any] = {"meta": _meta(args), "scenarios": {}, "problems": []}
+    report: dict[str, Any] = {"meta": meta(args), "scenarios": {}, "problems": []}
     stack = None
     failed, interrupted = True, False
     try:
-        stack = Stack.start(args)
+        stack = Stack.start(concurrency=args.concurrency, log_level=args.log_level)
         print(f"resq bench: API :{stack.api_port}, logs in {stack.root}", flush=True)
         asyncio.run(run(stack, args, report["scenarios"]))
         for name, r in report["scenarios"].items():
