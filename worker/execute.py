@@ -7,8 +7,10 @@ a Celery task and in a unit test with stand-ins at the boundaries.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
@@ -26,12 +28,16 @@ from shared.settings import (
 from shared.store import Store
 from shared.store.tables import INPUT, ResponseRow
 from worker.heartbeat import Heartbeat
-from worker.providers.base import Provider, ProviderError, ProviderRequest
+from worker.providers.base import Delta, Provider, ProviderError, ProviderRequest
 from worker.stream_state import StreamState
 
 log = logging.getLogger(__name__)
 
 CANCEL_CHECK_SECONDS = 0.2  # how often a running job looks for a cancel
+# Events produced within this long of the last publish wait and go out together, in one Redis
+# round trip: an upstream that bursts many chunks at once costs a few publishes, not one per
+# chunk. The first event of a run, and any event after a quiet spell, goes out at once.
+FLUSH_SECONDS = 0.005
 LIFECYCLE_START = frozenset({"response.created", "response.queued", "response.in_progress"})
 
 
@@ -99,6 +105,9 @@ class Run:
         self.resumed = last is not None
         self.emitter = Emitter(bus, row.id, start=last.sequence_number + 1 if last else 0)
         self.state = StreamState()
+        self.pending: list[StreamEvent] = []  # produced, not yet published
+        self.finished: list[int] = []  # output items the pending events finished
+        self.last_flush = 0.0
 
     def _lifecycle(self, type_: str, status: Status) -> ResponseEvent:
         snapshot = self.store.render(self.row, output=[], status=status.value)
@@ -114,12 +123,17 @@ class Run:
         events.append(self._lifecycle("response.in_progress", Status.IN_PROGRESS))
         self.emitter.emit(*events)
 
-    def _publish(self, events: list[StreamEvent]) -> None:
-        self.emitter.emit(*events)
-        for index in self.state.done_indexes:
+    def _flush(self) -> None:
+        """Publish the pending events, then save the output items they finished (so a run
+        that dies later keeps them)."""
+        self.emitter.emit(*self.pending)
+        self.pending = []
+        for index in self.finished:
             self.store.save_output_item(
                 response_id=self.row.id, position=index, item=self.state.output[index]
             )
+        self.finished = []
+        self.last_flush = time.monotonic()
 
     def generate(self) -> Outcome:
         """Stream from the provider until it finishes, fails, or a cancel arrives."""
@@ -128,10 +142,22 @@ class Run:
             return Outcome(Status.CANCELLED)
         started = last_check = time.monotonic()
         try:
-            with closing(self.provider.stream(request)) as deltas:  # type: ignore[type-var]
-                for delta in deltas:
-                    self._publish(self.state.apply(delta))
+            with DeltaFeed(self.provider.stream(request)) as feed:
+                while True:
+                    wait = None
+                    if self.pending:
+                        wait = max(0.0, self.last_flush + FLUSH_SECONDS - time.monotonic())
+                    delta = feed.next(wait)
+                    if delta is DeltaFeed.QUIET:
+                        self._flush()
+                        continue
+                    if delta is DeltaFeed.END:
+                        break
+                    self.pending += self.state.apply(delta)
+                    self.finished += self.state.done_indexes
                     now = time.monotonic()
+                    if now - self.last_flush >= FLUSH_SECONDS:
+                        self._flush()
                     if now - last_check >= CANCEL_CHECK_SECONDS:
                         last_check = now
                         if self.bus.cancel_requested(self.row.id):
@@ -160,7 +186,10 @@ class Run:
 
     def finish(self, outcome: Outcome) -> None:
         item_status = "completed" if outcome.status == Status.COMPLETED else "incomplete"
-        self._publish(self.state.close(item_status))
+        # Whatever is pending and the closing events, in one publish: store.finish below
+        # writes every output item at once.
+        self.emitter.emit(*self.pending, *self.state.close(item_status))
+        self.pending, self.finished = [], []
         usage = self.state.usage
         from_statuses: tuple[str, ...] = (Status.IN_PROGRESS.value,)
         if outcome.status == Status.CANCELLED:
@@ -239,6 +268,52 @@ def _run(run: Run, response_id: str) -> None:
             },
         )
     run.finish(outcome)
+
+
+class DeltaFeed:
+    """The provider's deltas, read by a thread of their own (a greenlet under the gevent
+    pool) into a queue, so the run can wait for the next one with a timeout and publish what
+    it holds when the upstream goes quiet. Provider errors come out of ``next``."""
+
+    END = object()
+    QUIET = object()
+
+    def __init__(self, deltas: Iterator[Delta]) -> None:
+        self.deltas = deltas
+        self.queue: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.stopped = threading.Event()
+        self.reader = threading.Thread(target=self._read, name="resq-deltas", daemon=True)
+
+    def _read(self) -> None:
+        with closing(self.deltas):  # type: ignore[type-var]
+            try:
+                for delta in self.deltas:
+                    self.queue.put(("delta", delta))
+                    if self.stopped.is_set():
+                        return
+                self.queue.put(("end", None))
+            except BaseException as exc:  # handed to the run, which decides
+                self.queue.put(("error", exc))
+
+    def next(self, timeout: float | None) -> Any:
+        """The next delta; ``END`` after the last; ``QUIET`` if none came within
+        ``timeout``."""
+        try:
+            kind, value = self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return self.QUIET
+        if kind == "error":
+            raise value
+        return self.END if kind == "end" else value
+
+    def __enter__(self) -> DeltaFeed:
+        self.reader.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # A run that stops early (cancel, time limit) leaves the reader to close the upstream
+        # stream when its next chunk arrives (or its read times out).
+        self.stopped.set()
 
 
 class _Failing:
