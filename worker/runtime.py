@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import httpx
@@ -32,8 +32,15 @@ class Runtime:
     http: httpx.Client  # webhook sends: one pool per process
     outbound: OutboundPolicy
 
+    # One provider per route per process, so its HTTP connections serve every job.
+    providers: dict[Route, Provider] = field(default_factory=dict)
+
     def provider_for(self, model: str) -> Provider:
-        return make_provider(self.router.resolve(model), self.settings)
+        route = self.router.resolve(model)
+        found = self.providers.get(route)
+        if found is None:
+            found = self.providers.setdefault(route, make_provider(route, self.settings))
+        return found
 
 
 def make_provider(route: Route, settings: Settings) -> Provider:

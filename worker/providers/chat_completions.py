@@ -251,14 +251,16 @@ class ChatCompletionsProvider:
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.clock = clock
-
-    def _client(self) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        return httpx.Client(
+        # One client for every job of this route in the process: its connections to the
+        # upstream are kept alive and reused (a new client per job cost a connection and a
+        # client's set-up each time). No cap on connections: every running job may stream.
+        self.client = httpx.Client(
             headers=headers,
             timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
             verify=ssl_context(),
             transport=self.transport,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
         )
 
     def stream(self, request: ProviderRequest) -> Iterator[Delta]:
@@ -266,30 +268,29 @@ class ChatCompletionsProvider:
         body = build_body(request, self.upstream_model or request.model)
         started = self.clock()
         attempt = 0
-        with self._client() as client:
-            while True:
-                attempt += 1
-                output_started = False
-                try:
-                    with closing(self._attempt(client, url, body)) as deltas:
-                        for delta in deltas:
-                            output_started = True
-                            yield delta
-                    return
-                except AttemptFailed as failure:
-                    if output_started:
-                        raise failure.midstream() from failure
-                    wait, why = self._next_wait(failure, attempt, started)
-                    if wait is None:
-                        raise failure.given_up(attempt, why) from failure
-                    log.warning(
-                        "upstream attempt %d of %d failed, retrying in %.2f s: %s",
-                        attempt,
-                        self.retries + 1,
-                        wait,
-                        failure,
-                    )
-                    self.sleep(wait)
+        while True:
+            attempt += 1
+            output_started = False
+            try:
+                with closing(self._attempt(self.client, url, body)) as deltas:
+                    for delta in deltas:
+                        output_started = True
+                        yield delta
+                return
+            except AttemptFailed as failure:
+                if output_started:
+                    raise failure.midstream() from failure
+                wait, why = self._next_wait(failure, attempt, started)
+                if wait is None:
+                    raise failure.given_up(attempt, why) from failure
+                log.warning(
+                    "upstream attempt %d of %d failed, retrying in %.2f s: %s",
+                    attempt,
+                    self.retries + 1,
+                    wait,
+                    failure,
+                )
+                self.sleep(wait)
 
     def _next_wait(
         self, failure: AttemptFailed, attempt: int, started: float
