@@ -19,7 +19,7 @@ from shared.schema.response import Status, echo_params
 from shared.store import Store
 from shared.store.tables import OUTPUT, ResponseRow
 from worker.execute import execute
-from worker.providers.base import Provider
+from worker.providers.base import Provider, TextDelta
 from worker.providers.builtin import BuiltinModel
 
 
@@ -181,3 +181,53 @@ def test_unexpected_provider_exception_fails_cleanly(store: Store, bus: EventBus
         "code": "server_error",
         "message": "resq worker error while running the response",
     }
+
+
+class _Paced:
+    """A provider that bursts some tokens, goes quiet, then sends one more."""
+
+    def __init__(self, burst: int, pause: float) -> None:
+        self.burst, self.pause = burst, pause
+        self.paused = threading.Event()
+
+    def stream(self, request: Any) -> Iterator[Any]:
+        for n in range(self.burst):
+            yield TextDelta(f"w{n} ")
+        self.paused.set()
+        time.sleep(self.pause)
+        yield TextDelta("last")
+
+
+class _CountingBus(EventBus):
+    def __init__(self, inner: EventBus) -> None:
+        super().__init__(inner.redis, ttl_seconds=inner.ttl_seconds)
+        self.publishes = 0
+
+    def publish(self, response_id: str, events: list[dict[str, Any]]) -> None:
+        self.publishes += 1
+        super().publish(response_id, events)
+
+
+def test_a_burst_goes_out_in_few_publishes_and_nothing_waits_for_a_quiet_upstream(
+    store: Store, bus: EventBus
+) -> None:
+    counting = _CountingBus(bus)
+    provider = _Paced(burst=200, pause=1.0)
+    rid = submit(store, "hi")
+    runner = threading.Thread(
+        target=execute,
+        args=(rid,),
+        kwargs={"store": store, "bus": counting, "provider_for": lambda _m: provider},
+    )
+    runner.start()
+    assert provider.paused.wait(10)
+    time.sleep(0.3)  # the upstream is quiet: everything it sent must be out already
+    seen = [e for e in events(bus, rid) if e.type == "response.output_text.delta"]
+    assert "".join(e.json()["delta"] for e in seen) == "".join(f"w{n} " for n in range(200))
+    runner.join(10)
+    assert counting.publishes < 50  # 200 deltas, far fewer round trips
+    logged = events(bus, rid)
+    assert [e.sequence_number for e in logged] == list(range(len(logged)))
+    row = store.get_response(response_id=rid)
+    assert row is not None and row.status == "completed"
+    assert store.render(row)["output"][0]["content"][0]["text"].endswith("w199 last")
