@@ -269,9 +269,10 @@ class Store:
     # ---- lifecycle ---------------------------------------------------------------------
 
     def claim(self, *, response_id: str, now: int) -> ResponseRow | None:
-        """Atomically take a job that has not started yet; None if it is terminal or taken."""
+        """Atomically take a job that has not started yet; None if it is terminal or taken.
+        One statement (UPDATE … RETURNING)."""
         with self.session() as s:
-            result = s.execute(
+            row = s.scalars(
                 update(ResponseRow)
                 .where(
                     col(ResponseRow.id) == response_id,
@@ -283,11 +284,10 @@ class Store:
                     started_at=now,
                     attempts=ResponseRow.attempts + 1,
                 )
-            )
+                .returning(ResponseRow)
+            ).one_or_none()
             s.commit()
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                return None
-            return s.get(ResponseRow, response_id)
+            return row
 
     def save_output_item(self, *, response_id: str, position: int, item: dict[str, Any]) -> None:
         """Insert or replace the output item at ``position`` (no-op once the response is
