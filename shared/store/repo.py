@@ -315,7 +315,8 @@ class Store:
         Returns the row as stored afterwards, or None if the response was deleted."""
         assert status in TERMINAL_STATUSES
         with self.session() as s:
-            if s.get(ResponseRow, response_id) is None:
+            found = s.execute(select(ResponseRow.id).where(col(ResponseRow.id) == response_id))
+            if found.first() is None:
                 return None
             _replace_outputs(s, response_id, dict(enumerate(output)), truncate=True)
             values = {
@@ -327,26 +328,29 @@ class Store:
                 "usage": usage,
             }
 
-            def write(statuses: tuple[str, ...]) -> bool:
-                result = s.execute(
+            def write(statuses: tuple[str, ...]) -> ResponseRow | None:
+                """The row as written (UPDATE … RETURNING), or None if its status was not
+                one of ``statuses``."""
+                return s.scalars(
                     update(ResponseRow)
                     .where(
                         col(ResponseRow.id) == response_id, col(ResponseRow.status).in_(statuses)
                     )
                     .values(**values)
-                )
-                return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+                    .returning(ResponseRow)
+                    .execution_options(synchronize_session=False, populate_existing=True)
+                ).one_or_none()
 
             # A status change announces itself (webhook); re-writing the same status (a
             # cancelled run storing what it had produced) does not.
-            changed = write(tuple(f for f in from_statuses if f != status.value))
-            if not changed and status.value in from_statuses:
-                write((status.value,))
-            row = s.get(ResponseRow, response_id)
+            row = write(tuple(f for f in from_statuses if f != status.value))
+            changed = row is not None
+            if row is None and status.value in from_statuses:
+                row = write((status.value,))
+            if row is None:  # the status had moved on (a cancel landed first): outputs only
+                row = s.get(ResponseRow, response_id)
             assert row is not None
-            deliveries: list[str] = []
-            if changed:  # (the ORM update synchronised ``row`` with what it wrote)
-                deliveries = record_terminal_event(s, row=row, now=now)
+            deliveries = record_terminal_event(s, row=row, now=now) if changed else []
             s.commit()
         self._announce(deliveries)
         return row
