@@ -117,7 +117,7 @@ def _answer(d: Deps, created: service.Created) -> Response:
     if row.background:
         # A replay shows the response as it is now; a new one has no output yet.
         return jsonify(d.store.render(row, output=None if replayed else []))
-    return jsonify(service.wait_for_end(d, row))
+    return Response(service.wait_for_end(d, row), mimetype="application/json")
 
 
 @bp.get("/<response_id>")

@@ -188,8 +188,9 @@ def check_replayable(deps: Deps, row: ResponseRow) -> None:
         )
 
 
-def wait_for_end(deps: Deps, row: ResponseRow) -> dict[str, Any]:
-    """Block until the response's terminal event; return the final Response."""
+def wait_for_end(deps: Deps, row: ResponseRow) -> str:
+    """Block until the response's terminal event; return the final Response as JSON text
+    (taken from the event as stored, not decoded and encoded again)."""
     deadline = time.monotonic() + deps.settings.sync_timeout_seconds
     after = -1
     next_db_check = time.monotonic() + DB_RECHECK_SECONDS
@@ -198,8 +199,7 @@ def wait_for_end(deps: Deps, row: ResponseRow) -> dict[str, Any]:
         for event in events:
             after = event.sequence_number
             if event.terminal:
-                final: dict[str, Any] = event.json()["response"]
-                return final
+                return event.response_json()
         if time.monotonic() >= next_db_check:
             next_db_check = time.monotonic() + DB_RECHECK_SECONDS
             current = deps.store.get_response(response_id=row.id)
@@ -210,7 +210,7 @@ def wait_for_end(deps: Deps, row: ResponseRow) -> dict[str, Any]:
                     should_retry=False,
                 )
             if current.status in TERMINAL_STATUSES and not events:
-                return deps.store.render(current)
+                return json.dumps(deps.store.render(current), separators=(",", ":"))
     raise ServerError(
         f"Response '{row.id}' did not finish within {deps.settings.sync_timeout_seconds:g} s; "
         "it is still running. Poll GET /v1/responses/{id}.",

@@ -28,6 +28,9 @@ def make_redis(url: str, *, max_connections: int = 1000) -> redis.Redis:
     return redis.Redis(connection_pool=pool)
 
 
+RESPONSE_MEMBER = '"response":'
+
+
 @dataclass(frozen=True)
 class StoredEvent:
     sequence_number: int
@@ -41,6 +44,12 @@ class StoredEvent:
     def json(self) -> dict[str, Any]:
         parsed: dict[str, Any] = json.loads(self.data)
         return parsed
+
+    def response_json(self) -> str:
+        """A lifecycle event's ``response`` as JSON text, cut out without parsing: ``wire``
+        writes it last (``{"type":…,"sequence_number":…,"response":{…}}``)."""
+        start = self.data.index(RESPONSE_MEMBER) + len(RESPONSE_MEMBER)
+        return self.data[start:-1]
 
 
 def _entry_id(sequence_number: int) -> str:
