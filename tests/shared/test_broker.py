@@ -81,3 +81,14 @@ def test_stock_kombu_leaks_the_slot_which_is_why_this_module_exists(
         with pytest.raises(connection.connection_errors):
             message.ack()
         assert not message.channel.qos.can_consume()
+
+
+def test_one_redis_client_per_pool_is_reused(server: EmbeddedRedis) -> None:
+    with Connection(server.url, transport=broker.TRANSPORT) as connection:
+        channel = connection.default_channel
+        with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
+            assert first is second and first.connection_pool is channel.pool
+        given = redis.Redis.from_url(server.url)
+        with channel.conn_or_acquire(given) as passed:
+            assert passed is given
+        given.close()
