@@ -42,6 +42,11 @@ def test_streamed_run_completes(stack: Stack) -> None:
     assert "raw_response_event" in kinds
 
 
+# When the Agents SDK raises ModelBehaviorError mid-stream it abandons the openai client's async
+# stream generator; collecting that generator later may print "async generator already
+# executing" (a client-side clean-up artefact, seen once in many runs). What this test checks is
+# the error the run reports, so that warning is not turned into a failure here.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_cancelled_background_response_ends_the_agents_stream(
     stack: Stack, client: openai.OpenAI
 ) -> None:
