@@ -13,7 +13,7 @@ from api.context import Deps
 from shared import ids
 from shared.bus import EventBus, make_redis
 from shared.netpolicy import OutboundPolicy
-from shared.queue import enqueue_delivery, enqueue_response, make_celery
+from shared.queue import enqueue_deliveries, enqueue_delivery, enqueue_response, make_celery
 from shared.routing import Router
 from shared.settings import Settings
 from shared.store import Store, make_engine
@@ -30,7 +30,6 @@ def create_app(
     store: Store | None = None,
     bus: EventBus | None = None,
     enqueue: Callable[[str], None] | None = None,
-    send_delivery: Callable[[str, int], None] | None = None,
 ) -> Flask:
     settings = settings or Settings.from_env()
     celery = make_celery(settings)
@@ -39,17 +38,13 @@ def create_app(
         def enqueue(response_id: str) -> None:
             enqueue_response(celery, response_id)
 
-    if send_delivery is None:
+    def send_delivery(delivery_id: str, attempts: int) -> None:
+        enqueue_delivery(celery, delivery_id, attempts)
 
-        def send_delivery(delivery_id: str, attempts: int) -> None:
-            enqueue_delivery(celery, delivery_id, attempts)
-
-    def on_deliveries(delivery_ids: list[str]) -> None:
-        assert send_delivery is not None
-        for delivery_id in delivery_ids:
-            send_delivery(delivery_id, 0)
-
-    store = store or Store(make_engine(settings.database_url), on_deliveries=on_deliveries)
+    store = store or Store(
+        make_engine(settings.database_url),
+        on_deliveries=lambda delivery_ids: enqueue_deliveries(celery, delivery_ids),
+    )
 
     auth = Authenticator(settings.api_keys)
     if auth.open_mode:
@@ -72,10 +67,7 @@ def create_app(
         auth=auth,
         enqueue=enqueue,
         hooks=WebhookStore(store),
-        outbound=OutboundPolicy(
-            allow_private=settings.outbound_allow_private,
-            allow_loopback=settings.outbound_allow_loopback,
-        ),
+        outbound=OutboundPolicy.from_settings(settings),
         send_delivery=send_delivery,
     )
 

@@ -71,6 +71,19 @@ def query_int(name: str, default: int | None, low: int, high: int | None = None)
     return value
 
 
+def list_page(data: list[dict[str, Any]], has_more: bool) -> Response:
+    """A cursor page, as every OpenAI list endpoint answers."""
+    return jsonify(
+        {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": has_more,
+        }
+    )
+
+
 def idempotency_key() -> str | None:
     """The ``Idempotency-Key`` header: absent, or 1 to 255 characters."""
     key = request.headers.get(IDEMPOTENCY_HEADER)
@@ -177,12 +190,4 @@ def input_items(response_id: str) -> Response:
         after=request.args.get("after"),
         before=request.args.get("before"),
     )
-    return jsonify(
-        {
-            "object": "list",
-            "data": page.items,
-            "first_id": page.items[0]["id"] if page.items else None,
-            "last_id": page.items[-1]["id"] if page.items else None,
-            "has_more": page.has_more,
-        }
-    )
+    return list_page(page.items, page.has_more)

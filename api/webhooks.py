@@ -10,7 +10,7 @@ import httpx
 from flask import Blueprint, Response, g, jsonify, request
 
 from api.context import Deps, deps
-from api.responses import json_body, query_int
+from api.responses import json_body, list_page, query_int
 from shared import ids, webhooks
 from shared.errors import InvalidRequest, NotFound
 from shared.schema import webhooks as schema
@@ -40,18 +40,6 @@ def _delivery(d: Deps, endpoint_id: str, delivery_id: str) -> DeliveryView:
     if view is None:
         raise NotFound(f"Delivery with id '{delivery_id}' not found.", param="delivery_id")
     return view
-
-
-def _page(data: list[dict[str, object]], has_more: bool) -> Response:
-    return jsonify(
-        {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": has_more,
-        }
-    )
 
 
 @bp.get("/webhook_event_types")
@@ -88,7 +76,7 @@ def list_endpoints() -> Response:
     rows, has_more = d.hooks.list_endpoints(
         tenant=g.tenant, after=request.args.get("after"), limit=limit
     )
-    return _page([schema.endpoint_object(r) for r in rows], has_more)
+    return list_page([schema.endpoint_object(r) for r in rows], has_more)
 
 
 @bp.get("/webhook_endpoints/<endpoint_id>")
@@ -187,7 +175,7 @@ def deliveries(endpoint_id: str) -> Response:
     views, has_more = d.hooks.list_deliveries(
         tenant=g.tenant, endpoint_id=endpoint_id, after=request.args.get("after"), limit=limit
     )
-    return _page([schema.delivery_object(v) for v in views], has_more)
+    return list_page([schema.delivery_object(v) for v in views], has_more)
 
 
 @bp.get("/webhook_endpoints/<endpoint_id>/deliveries/<delivery_id>")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from shared.errors import InvalidRequest
+from shared.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
@@ -36,6 +37,13 @@ def resolve(host: str, port: int) -> list[str]:
 class OutboundPolicy:
     allow_private: bool = False
     allow_loopback: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OutboundPolicy:
+        return cls(
+            allow_private=settings.outbound_allow_private,
+            allow_loopback=settings.outbound_allow_loopback,
+        )
 
     def why_refused(self, address: IPAddress) -> str | None:
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:

@@ -71,3 +71,9 @@ def enqueue_delivery(app: Celery, delivery_id: str, attempts: int) -> None:
     """Queue one attempt of a webhook delivery; ``attempts`` is its count of attempts so far
     (a duplicate message from before an attempt then does nothing)."""
     app.send_task(DELIVER_WEBHOOK, args=[delivery_id, attempts], queue=keys.WEBHOOK_QUEUE)
+
+
+def enqueue_deliveries(app: Celery, delivery_ids: list[str]) -> None:
+    """Queue the first attempt of new deliveries (``Store``'s ``on_deliveries`` hook)."""
+    for delivery_id in delivery_ids:
+        enqueue_delivery(app, delivery_id, 0)

@@ -8,11 +8,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import httpx
-from celery import Celery
 
 from shared.bus import EventBus, make_redis
 from shared.netpolicy import OutboundPolicy
-from shared.queue import enqueue_delivery, make_celery
+from shared.queue import enqueue_deliveries, make_celery
 from shared.routing import BUILTIN, Route, Router
 from shared.settings import Settings
 from shared.store import Store, make_engine
@@ -69,7 +68,7 @@ def _build() -> Runtime:
     producer = make_celery(settings)  # sends webhook deliveries once their event commits
     store = Store(
         make_engine(settings.database_url, pool_size=20),
-        on_deliveries=lambda delivery_ids: send_deliveries(producer, delivery_ids),
+        on_deliveries=lambda delivery_ids: enqueue_deliveries(producer, delivery_ids),
     )
     return Runtime(
         settings=settings,
@@ -78,16 +77,8 @@ def _build() -> Runtime:
         router=Router.from_file(settings.models_file),
         hooks=WebhookStore(store),
         http=httpx.Client(timeout=settings.webhook_timeout_seconds),
-        outbound=OutboundPolicy(
-            allow_private=settings.outbound_allow_private,
-            allow_loopback=settings.outbound_allow_loopback,
-        ),
+        outbound=OutboundPolicy.from_settings(settings),
     )
-
-
-def send_deliveries(app: Celery, delivery_ids: list[str]) -> None:
-    for delivery_id in delivery_ids:
-        enqueue_delivery(app, delivery_id, 0)
 
 
 def runtime() -> Runtime:

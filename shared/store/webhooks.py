@@ -53,6 +53,22 @@ def _newest_first(query: Any, model: type[Listed], limit: int) -> Any:
     return query.order_by(col(model.created_at).desc(), col(model.id).desc()).limit(limit)
 
 
+def _endpoint(s: Session, tenant: str, endpoint_id: str) -> WebhookEndpointRow | None:
+    """The tenant's endpoint; another tenant's is not found."""
+    row = s.get(WebhookEndpointRow, endpoint_id)
+    return row if row is not None and row.tenant == tenant else None
+
+
+def _delivery(
+    s: Session, tenant: str, endpoint_id: str, delivery_id: str
+) -> WebhookDeliveryRow | None:
+    """The tenant's delivery to that endpoint; any other is not found."""
+    row = s.get(WebhookDeliveryRow, delivery_id)
+    if row is None or row.tenant != tenant or row.endpoint_id != endpoint_id:
+        return None
+    return row
+
+
 class WebhookStore:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -67,8 +83,7 @@ class WebhookStore:
 
     def get_endpoint(self, *, tenant: str, endpoint_id: str) -> WebhookEndpointRow | None:
         with self.store.session() as s:
-            row = s.get(WebhookEndpointRow, endpoint_id)
-            return row if row is not None and row.tenant == tenant else None
+            return _endpoint(s, tenant, endpoint_id)
 
     def list_endpoints(
         self, *, tenant: str, after: str | None, limit: int
@@ -77,8 +92,8 @@ class WebhookStore:
         with self.store.session() as s:
             query = select(WebhookEndpointRow).where(col(WebhookEndpointRow.tenant) == tenant)
             if after is not None:
-                anchor = s.get(WebhookEndpointRow, after)
-                if anchor is None or anchor.tenant != tenant:
+                anchor = _endpoint(s, tenant, after)
+                if anchor is None:
                     return [], False
                 query = query.where(_older(WebhookEndpointRow, anchor))
             rows = list(s.exec(_newest_first(query, WebhookEndpointRow, limit + 1)).all())
@@ -88,8 +103,8 @@ class WebhookStore:
         self, *, tenant: str, endpoint_id: str, changes: dict[str, Any], now: int
     ) -> WebhookEndpointRow | None:
         with self.store.session() as s:
-            row = s.get(WebhookEndpointRow, endpoint_id)
-            if row is None or row.tenant != tenant:
+            row = _endpoint(s, tenant, endpoint_id)
+            if row is None:
                 return None
             changed = {k: v for k, v in changes.items() if getattr(row, k) != v}
             for key, value in changed.items():
@@ -104,8 +119,8 @@ class WebhookStore:
         self, *, tenant: str, endpoint_id: str, secret: str, keep_old_until: int | None, now: int
     ) -> WebhookEndpointRow | None:
         with self.store.session() as s:
-            row = s.get(WebhookEndpointRow, endpoint_id)
-            if row is None or row.tenant != tenant:
+            row = _endpoint(s, tenant, endpoint_id)
+            if row is None:
                 return None
             row.old_secret = row.secret if keep_old_until is not None else None
             row.old_secret_until = keep_old_until
@@ -117,8 +132,8 @@ class WebhookStore:
 
     def delete_endpoint(self, *, tenant: str, endpoint_id: str) -> bool:
         with self.store.session() as s:
-            row = s.get(WebhookEndpointRow, endpoint_id)
-            if row is None or row.tenant != tenant:
+            row = _endpoint(s, tenant, endpoint_id)
+            if row is None:
                 return False
             deliveries = select(WebhookDeliveryRow.id).where(
                 col(WebhookDeliveryRow.endpoint_id) == endpoint_id
@@ -165,8 +180,8 @@ class WebhookStore:
         self, *, tenant: str, endpoint_id: str, delivery_id: str
     ) -> DeliveryView | None:
         with self.store.session() as s:
-            delivery = s.get(WebhookDeliveryRow, delivery_id)
-            if delivery is None or delivery.tenant != tenant or delivery.endpoint_id != endpoint_id:
+            delivery = _delivery(s, tenant, endpoint_id, delivery_id)
+            if delivery is None:
                 return None
             event = s.get(WebhookEventRow, delivery.event_id)
             assert event is not None
@@ -188,8 +203,8 @@ class WebhookStore:
         """Make a delivery due again (delivered or failed ones too). A failed one gets one
         more attempt; a pending one simply goes now."""
         with self.store.session() as s:
-            delivery = s.get(WebhookDeliveryRow, delivery_id)
-            if delivery is None or delivery.tenant != tenant or delivery.endpoint_id != endpoint_id:
+            delivery = _delivery(s, tenant, endpoint_id, delivery_id)
+            if delivery is None:
                 return None
             s.execute(
                 update(WebhookDeliveryRow)
