@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from flask import Flask, Response, g, jsonify, request
 
-from api import errors, models, responses, webhooks
+from api import conversations, errors, models, responses, webhooks
 from api.auth import Authenticator
 from api.context import Deps
 from shared import ids
@@ -93,4 +93,5 @@ def create_app(
     app.register_blueprint(responses.bp)
     app.register_blueprint(models.bp)
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(conversations.bp)
     return app

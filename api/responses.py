@@ -71,6 +71,20 @@ def query_int(name: str, default: int | None, low: int, high: int | None = None)
     return value
 
 
+def list_params() -> tuple[int, str]:
+    """``limit`` (1–100, default 20) and ``order`` (``asc``/``desc``, default ``desc``)."""
+    limit = query_int("limit", DEFAULT_LIST_LIMIT, 1, MAX_LIST_LIMIT)
+    assert limit is not None
+    order = request.args.get("order", "desc")
+    if order not in {"asc", "desc"}:
+        raise InvalidRequest(
+            f"Invalid value: '{order}'. Supported values are: 'asc' and 'desc'.",
+            param="order",
+            code="invalid_value",
+        )
+    return limit, order
+
+
 def list_page(data: list[dict[str, Any]], has_more: bool) -> Response:
     """A cursor page, as every OpenAI list endpoint answers."""
     return jsonify(
@@ -133,6 +147,18 @@ def _answer(d: Deps, created: service.Created) -> Response:
     return Response(service.wait_for_end(d, row), mimetype="application/json")
 
 
+@bp.post("/input_tokens")
+def input_tokens() -> Response:
+    return jsonify(service.count_input_tokens(deps(), json_body(), tenant=g.tenant))
+
+
+@bp.post("/compact")
+def compact() -> Response:
+    d = deps()
+    g.enqueued = True
+    return jsonify(service.compact(d, json_body(), tenant=g.tenant))
+
+
 @bp.get("/<response_id>")
 def retrieve(response_id: str) -> Response:
     d = deps()
@@ -174,15 +200,7 @@ def cancel(response_id: str) -> Response:
 def input_items(response_id: str) -> Response:
     d = deps()
     row = service.get_row(d, response_id, tenant=g.tenant)
-    limit = query_int("limit", DEFAULT_LIST_LIMIT, 1, MAX_LIST_LIMIT)
-    assert limit is not None
-    order = request.args.get("order", "desc")
-    if order not in {"asc", "desc"}:
-        raise InvalidRequest(
-            f"Invalid value: '{order}'. Supported values are: 'asc' and 'desc'.",
-            param="order",
-            code="invalid_value",
-        )
+    limit, order = list_params()
     page = d.store.list_input_items(
         response_id=row.id,
         limit=limit,

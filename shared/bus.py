@@ -69,6 +69,9 @@ def _decode(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> StoredEvent
     )
 
 
+UNSTORED_TTL_SECONDS = 60
+
+
 class EventBus:
     def __init__(self, client: redis.Redis, *, ttl_seconds: int) -> None:
         self.redis = client
@@ -138,6 +141,11 @@ class EventBus:
 
     def stop_beat(self, response_id: str) -> None:
         self.redis.delete(keys.heartbeat(response_id))
+
+    def expire_soon(self, response_id: str) -> None:
+        """Shorten the log's life to ``UNSTORED_TTL_SECONDS``: a ``store: false`` response
+        keeps its events only long enough for the request waiting on them to read them."""
+        self.redis.expire(keys.events(response_id), UNSTORED_TTL_SECONDS)
 
     def drop(self, response_id: str) -> None:
         self.redis.delete(keys.events(response_id), keys.cancel(response_id))

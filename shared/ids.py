@@ -18,3 +18,7 @@ WEBHOOK_ENDPOINT = "whep"
 def new_id(prefix: str) -> str:
     """A new random id: ``<prefix>_`` followed by 48 hex characters."""
     return f"{prefix}_{secrets.token_hex(24)}"
+
+
+CONVERSATION = "conv"
+COMPACTION = "cmp"

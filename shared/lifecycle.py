@@ -43,5 +43,7 @@ def close_log(store: Store, bus: EventBus, row: ResponseRow) -> bool:
     except redis.ResponseError:  # someone else wrote that sequence number first
         log.info("response %s: its log moved on meanwhile; not appending", row.id)
         return False
+    if not row.store:
+        bus.expire_soon(row.id)
     log.info("response %s: event log closed from the store (%s)", row.id, row.status)
     return True

@@ -9,6 +9,7 @@
     context_window = 128000
     timeout_seconds = 60
     list = ["gpt-4o", "gpt-4o-mini"]   # optional: names models.list() shows for a glob
+    tokenize_url = "http://vllm:8000/tokenize"  # optional: a vLLM-style tokenizer endpoint
 
 Routes are tried in file order; the first match wins.
 """
@@ -48,6 +49,7 @@ class Route:
     context_window: int = DEFAULT_CONTEXT_WINDOW
     timeout_seconds: float | None = None
     listed: tuple[str, ...] = field(default_factory=tuple)
+    tokenize_url: str | None = None
 
     @property
     def is_glob(self) -> bool:
@@ -86,6 +88,7 @@ def _route(raw: dict[str, Any], where: str) -> Route:
         context_window=int(raw.get("context_window", DEFAULT_CONTEXT_WINDOW)),
         timeout_seconds=raw.get("timeout_seconds"),
         listed=tuple(raw.get("list", ())),
+        tokenize_url=raw.get("tokenize_url"),
     )
 
 

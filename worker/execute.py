@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.bus import Emitter, EventBus
-from shared.errors import ResqError
+from shared.context import Fitted, fit, history, model_items
+from shared.errors import InvalidRequest, ResqError
+from shared.routing import Route
 from shared.schema.events import ErrorEvent, ResponseEvent, StreamEvent, terminal_type
 from shared.schema.response import Status, usage_object
 from shared.settings import (
@@ -92,11 +94,14 @@ class Run:
         provider: Provider,
         clock: Callable[[], float] = time.time,
         time_limit: float = DEFAULT_JOB_TIME_LIMIT_SECONDS,
+        route: Route | None = None,
     ) -> None:
         self.row = row
         self.store = store
         self.bus = bus
         self.provider = provider
+        self.route = route  # None: no context window to fit (unit tests)
+        self.truncation_details: dict[str, Any] | None = None
         self.clock = clock
         self.time_limit = time_limit
         last = bus.last(row.id)
@@ -135,9 +140,36 @@ class Run:
         self.finished = []
         self.last_flush = time.monotonic()
 
+    def context(self) -> Fitted:
+        """What the model sees: inherited history, then this response's input, fitted to
+        the route's window (``shared.context``)."""
+        p = self.row.params
+        own = self.store.items(response_id=self.row.id, kind=INPUT)
+        inherited = history(
+            self.store,
+            previous_response_id=self.row.previous_response_id,
+            conversation_id=(p.get("conversation") or {}).get("id"),
+        )
+        items = model_items(inherited + own)
+        if self.route is None:
+            return Fitted(items, 0)
+        return fit(
+            items,
+            instructions=p.get("instructions"),
+            tools=p.get("tools") or [],
+            route=self.route,
+            truncation=p.get("truncation"),
+        )
+
     def generate(self) -> Outcome:
         """Stream from the provider until it finishes, fails, or a cancel arrives."""
-        request = _provider_request(self.row, self.store.items(response_id=self.row.id, kind=INPUT))
+        try:
+            fitted = self.context()
+        except InvalidRequest as exc:  # the chain or the context changed since the create
+            log.warning("response %s: cannot build its context: %s", self.row.id, exc.message)
+            return Outcome(Status.FAILED, error={"code": "invalid_prompt", "message": exc.message})
+        self.truncation_details = fitted.details()
+        request = _provider_request(self.row, fitted.items)
         if self.bus.cancel_requested(self.row.id):
             return Outcome(Status.CANCELLED)
         started = last_check = time.monotonic()
@@ -206,6 +238,7 @@ class Run:
             )
             if usage
             else None,
+            truncation_details=self.truncation_details,
             from_statuses=from_statuses,
         )
         if row is None:
@@ -219,6 +252,8 @@ class Run:
             ending.append(ErrorEvent(code=row.error.get("code"), message=row.error["message"]))
         ending.append(ResponseEvent(type=terminal_type(row.status), response=final))
         self.emitter.emit(*ending)
+        if not row.store:
+            self.bus.expire_soon(row.id)
         log.info("response %s: %s", row.id, row.status)
 
 
@@ -228,6 +263,7 @@ def execute(
     store: Store,
     bus: EventBus,
     provider_for: Callable[[str], Provider],
+    route_for: Callable[[str], Route] | None = None,
     clock: Callable[[], float] = time.time,
     limits: Limits = Limits(),
 ) -> None:
@@ -236,8 +272,10 @@ def execute(
     if row is None:
         log.info("response %s: not claimable (ended, cancelled or taken); skipping", response_id)
         return
+    route = None
     try:
         provider = provider_for(row.model)
+        route = route_for(row.model) if route_for is not None else None
     except ResqError as exc:
         provider = _Failing(exc.message)
     run = Run(
@@ -247,6 +285,7 @@ def execute(
         provider=provider,
         clock=clock,
         time_limit=limits.time_limit_seconds,
+        route=route,
     )
     with Heartbeat(
         bus, response_id, every=limits.heartbeat_seconds, ttl=limits.heartbeat_timeout_seconds

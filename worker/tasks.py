@@ -30,6 +30,7 @@ def register(app: Celery) -> None:
             store=rt.store,
             bus=rt.bus,
             provider_for=rt.provider_for,
+            route_for=rt.router.resolve,
             limits=Limits.from_settings(rt.settings),
         )
 

@@ -25,6 +25,7 @@ _ID_PREFIX = {
     "function_call_output": "fco",
     "reasoning": ids.REASONING,
     "item_reference": "ref",
+    "compaction": ids.COMPACTION,
 }
 # Fields each typed input item must carry (beyond ``type``).
 _REQUIRED = {
@@ -32,6 +33,7 @@ _REQUIRED = {
     "function_call_output": ("call_id", "output"),
     "reasoning": ("summary",),
     "mcp_approval_response": ("approval_request_id", "approve"),
+    "compaction": ("encrypted_content",),
 }
 
 

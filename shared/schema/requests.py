@@ -106,6 +106,22 @@ def _union_type_check(value: Any, param: str, allowed: tuple[type, ...], expecte
     return value
 
 
+def check_input(value: Any) -> Any:
+    value = _union_type_check(value, "input", (str, list), "a string or an array")
+    if isinstance(value, str) and len(value) > INPUT_MAX_CHARS:
+        raise custom_error(
+            "string_above_max_length",
+            f"Invalid 'input': string too long. Expected a string with maximum length "
+            f"{INPUT_MAX_CHARS}, but got a string with length {len(value)} instead.",
+            "input",
+        )
+    return value
+
+
+def _check_conversation(value: Any) -> Any:
+    return _union_type_check(value, "conversation", (str, dict), "a string or an object")
+
+
 class CreateResponseRequest(_Strict):
     """The body of ``POST /v1/responses`` (spec digest §1.1)."""
 
@@ -145,18 +161,7 @@ class CreateResponseRequest(_Strict):
     def _metadata(cls, value: Any) -> Any:
         return validate_metadata(value)
 
-    @field_validator("input", mode="before")
-    @classmethod
-    def _input(cls, value: Any) -> Any:
-        value = _union_type_check(value, "input", (str, list), "a string or an array")
-        if isinstance(value, str) and len(value) > INPUT_MAX_CHARS:
-            raise custom_error(
-                "string_above_max_length",
-                f"Invalid 'input': string too long. Expected a string with maximum length "
-                f"{INPUT_MAX_CHARS}, but got a string with length {len(value)} instead.",
-                "input",
-            )
-        return value
+    _check_input = field_validator("input", mode="before")(check_input)
 
     @field_validator("tool_choice", mode="before")
     @classmethod
@@ -170,10 +175,7 @@ class CreateResponseRequest(_Strict):
             )
         return value
 
-    @field_validator("conversation", mode="before")
-    @classmethod
-    def _conversation(cls, value: Any) -> Any:
-        return _union_type_check(value, "conversation", (str, dict), "a string or an object")
+    _check_conversation = field_validator("conversation", mode="before")(_check_conversation)
 
     @model_validator(mode="after")
     def _cross_field(self) -> CreateResponseRequest:
@@ -193,6 +195,33 @@ class CreateResponseRequest(_Strict):
                 "store",
             )
         return self
+
+
+class InputTokensRequest(_Strict):
+    """The body of ``POST /v1/responses/input_tokens`` (§7.2): every key optional."""
+
+    model: str | None = None
+    input: Any = None
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    conversation: Any = None
+    tools: list[dict[str, Any]] | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+
+    _check_input = field_validator("input", mode="before")(check_input)
+    _check_conversation = field_validator("conversation", mode="before")(_check_conversation)
+
+
+class CompactRequest(_Strict):
+    """The body of ``POST /v1/responses/compact`` (§7.3)."""
+
+    model: str
+    input: Any = None
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    prompt_cache_key: Annotated[str, Field(max_length=64)] | None = None
+
+    _check_input = field_validator("input", mode="before")(check_input)
 
 
 def parse_create_request(body: Any) -> CreateResponseRequest:

@@ -34,7 +34,9 @@ TERMINAL_STATUSES = frozenset(
 DEFAULT_TEXT = {"format": {"type": "text"}, "verbosity": "medium"}
 
 
-def echo_params(req: CreateResponseRequest, *, model: str) -> dict[str, Any]:
+def echo_params(
+    req: CreateResponseRequest, *, model: str, conversation_id: str | None = None
+) -> dict[str, Any]:
     """The request parameters a Response echoes, with OpenAI's defaults filled in (§2.1, §2.4).
 
     Numbers that the Open Responses schema requires to be numbers (never null) get their
@@ -50,9 +52,7 @@ def echo_params(req: CreateResponseRequest, *, model: str) -> dict[str, Any]:
             "effort": req.reasoning.effort,
             "summary": req.reasoning.summary or req.reasoning.generate_summary,
         }
-    conversation = req.conversation
-    if isinstance(conversation, str):
-        conversation = {"id": conversation}
+    conversation = {"id": conversation_id} if conversation_id else None
     return {
         "model": model,
         "instructions": req.instructions,
@@ -104,9 +104,13 @@ def response_object(
     error: dict[str, Any] | None = None,
     incomplete_details: dict[str, Any] | None = None,
     usage: dict[str, Any] | None = None,
+    truncation_details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The Response as JSON-ready data, fields in OpenAI's order."""
-    return {
+    """The Response as JSON-ready data, fields in OpenAI's order.
+
+    ``truncation_details`` is resq's own field, present only when ``truncation: "auto"``
+    dropped items from the context: ``{"dropped_items", "dropped_input_tokens"}``."""
+    body = {
         "id": response_id,
         "object": "response",
         "created_at": created_at,
@@ -118,6 +122,9 @@ def response_object(
         "usage": usage,
         **params,
     }
+    if truncation_details is not None:
+        body["truncation_details"] = truncation_details
+    return body
 
 
 def usage_object(

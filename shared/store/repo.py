@@ -8,16 +8,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, update
+from sqlalchemy import Engine, create_engine, event, func, literal, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, select
 
 from shared.errors import InvalidRequest
 from shared.schema.response import TERMINAL_STATUSES, Status, response_object
+from shared.store.conversations import append_response_items
 from shared.store.outbox import record_terminal_event
+from shared.store.paging import Page
 from shared.store.tables import INPUT, OUTPUT, IdempotencyKeyRow, ItemRow, ResponseRow
 
 ACTIVE_STATUSES = (Status.QUEUED.value, Status.IN_PROGRESS.value)
+# A response that ends in one of these adds its items to its conversation; a failed or
+# cancelled one leaves the conversation as it was, so a retry starts from the same place.
+CONVERSATION_STATUSES = (Status.COMPLETED.value, Status.INCOMPLETE.value)
 # How often create_response retries after a unique-key conflict whose holder vanished (it
 # expired, or its response was deleted, between the conflict and the re-read).
 IDEMPOTENCY_INSERT_ATTEMPTS = 3
@@ -63,10 +68,12 @@ class IdempotencyKey:
         return self.now - self.ttl_seconds + 1
 
 
-@dataclass(frozen=True)
-class Page:
-    items: list[dict[str, Any]]
-    has_more: bool
+class ChainBroken(Exception):
+    """A response in a ``previous_response_id`` chain is gone (deleted, or never stored)."""
+
+    def __init__(self, missing_id: str) -> None:
+        super().__init__(missing_id)
+        self.missing_id = missing_id
 
 
 log = logging.getLogger(__name__)
@@ -206,6 +213,7 @@ class Store:
             error=row.error,
             incomplete_details=row.incomplete_details,
             usage=row.usage,
+            truncation_details=row.truncation_details,
         )
 
     def find_item(self, *, tenant: str, item_id: str) -> dict[str, Any] | None:
@@ -219,6 +227,45 @@ class Store:
                 .limit(1)
             ).first()
         return found.data if found else None
+
+    def chain_items(self, *, response_id: str) -> list[dict[str, Any]]:
+        """The context a response continuing ``response_id`` inherits: every response of the
+        chain ending there, oldest first, each one's input items then its output items.
+
+        Two queries however long the chain: a recursive CTE walks the
+        ``previous_response_id`` links by primary key, then one query reads the items of
+        every response it found. Raises ``ChainBroken`` when a link points at a response
+        that no longer exists (instructions are never part of it: they are not inherited)."""
+        table = ResponseRow.__table__  # type: ignore[attr-defined]
+        start = (
+            select(table.c.id, table.c.previous_response_id, literal(0).label("depth"))
+            .where(table.c.id == response_id)
+            .cte("chain", recursive=True)
+        )
+        parent = table.alias("parent")
+        chain = start.union_all(
+            select(parent.c.id, parent.c.previous_response_id, start.c.depth + 1).where(
+                parent.c.id == start.c.previous_response_id
+            )
+        )
+        with self.session() as s:
+            links = s.execute(
+                select(chain.c.id, chain.c.previous_response_id).order_by(chain.c.depth.desc())
+            ).all()
+            if not links:
+                raise ChainBroken(response_id)
+            if links[0].previous_response_id is not None:
+                raise ChainBroken(links[0].previous_response_id)
+            order = {link.id: i for i, link in enumerate(links)}
+            rows = list(
+                s.execute(
+                    select(ItemRow.response_id, ItemRow.kind, ItemRow.position, ItemRow.data).where(
+                        col(ItemRow.response_id).in_(list(order))
+                    )
+                ).all()
+            )
+        rows.sort(key=lambda r: (order[r.response_id], r.kind != INPUT, r.position))
+        return [r.data for r in rows]
 
     def list_input_items(
         self,
@@ -308,17 +355,27 @@ class Store:
         error: dict[str, Any] | None = None,
         incomplete_details: dict[str, Any] | None = None,
         usage: dict[str, Any] | None = None,
+        truncation_details: dict[str, Any] | None = None,
         from_statuses: tuple[str, ...] = (Status.IN_PROGRESS.value,),
     ) -> ResponseRow | None:
         """Write the outcome of a run. The output is always kept; the status only changes
         from one of ``from_statuses`` (a cancel that landed first is never overwritten).
-        Returns the row as stored afterwards, or None if the response was deleted."""
+        Returns the row as stored afterwards, or None if the response was deleted.
+
+        In the same transaction: a status change of a background response writes its
+        webhook event (the outbox); a response that ends ``completed`` or ``incomplete`` in
+        a conversation appends its input and output items to it; and a ``store: false``
+        response is deleted with its items (the returned row is its last state)."""
         assert status in TERMINAL_STATUSES
         with self.session() as s:
-            found = s.execute(select(ResponseRow.id).where(col(ResponseRow.id) == response_id))
-            if found.first() is None:
+            found = s.execute(
+                select(ResponseRow.id, ResponseRow.store).where(col(ResponseRow.id) == response_id)
+            ).first()
+            if found is None:
                 return None
-            _replace_outputs(s, response_id, dict(enumerate(output)), truncate=True)
+            stored = found.store
+            if stored:
+                _replace_outputs(s, response_id, dict(enumerate(output)), truncate=True)
             values = {
                 "status": status.value,
                 "ended_at": now,
@@ -326,6 +383,7 @@ class Store:
                 "error": error,
                 "incomplete_details": incomplete_details,
                 "usage": usage,
+                "truncation_details": truncation_details,
             }
 
             def write(statuses: tuple[str, ...]) -> ResponseRow | None:
@@ -351,6 +409,21 @@ class Store:
                 row = s.get(ResponseRow, response_id)
             assert row is not None
             deliveries = record_terminal_event(s, row=row, now=now) if changed else []
+            conversation = (row.params.get("conversation") or {}).get("id")
+            if changed and conversation and row.status in CONVERSATION_STATUSES:
+                inputs = [
+                    r.data
+                    for r in s.exec(
+                        select(ItemRow)
+                        .where(ItemRow.response_id == response_id, ItemRow.kind == INPUT)
+                        .order_by(col(ItemRow.position))
+                    )
+                ]
+                append_response_items(
+                    s, conversation, response_id=response_id, items=inputs + output, now=now
+                )
+            if not stored:
+                _delete_response(s, response_id)
             s.commit()
         self._announce(deliveries)
         return row
@@ -381,19 +454,21 @@ class Store:
             row = s.get(ResponseRow, response_id)
             if row is None or row.tenant != tenant:
                 return False
-            s.execute(delete(ItemRow).where(col(ItemRow.response_id) == response_id))
-            # ON DELETE CASCADE does this too; explicit, like the items, so the key is
-            # released even on a connection without SQLite's foreign_keys pragma.
-            s.execute(
-                delete(IdempotencyKeyRow).where(col(IdempotencyKeyRow.response_id) == response_id)
-            )
-            s.delete(row)
+            _delete_response(s, response_id)
             s.commit()
             return True
 
     def count_responses(self) -> int:
         with self.session() as s:
             return int(s.exec(select(func.count()).select_from(ResponseRow)).one())
+
+
+def _delete_response(s: Session, response_id: str) -> None:
+    s.execute(delete(ItemRow).where(col(ItemRow.response_id) == response_id))
+    # ON DELETE CASCADE does this too; explicit, like the items, so the key is released
+    # even on a connection without SQLite's foreign_keys pragma.
+    s.execute(delete(IdempotencyKeyRow).where(col(IdempotencyKeyRow.response_id) == response_id))
+    s.execute(delete(ResponseRow).where(col(ResponseRow.id) == response_id))
 
 
 @contextmanager

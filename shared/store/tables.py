@@ -36,10 +36,15 @@ class ResponseRow(SQLModel, table=True):
     ended_at: int | None = None
     completed_at: int | None = None
     attempts: int = 0
+    # The response this one continues (``previous_response_id``); the chain is walked by
+    # primary key, child to parent, so it needs no index of its own.
+    previous_response_id: str | None = Field(default=None, max_length=64)
     params: dict[str, Any] = Field(sa_column=Column(JSONType, nullable=False))
     error: dict[str, Any] | None = _json()
     incomplete_details: dict[str, Any] | None = _json()
     usage: dict[str, Any] | None = _json()
+    # What ``truncation: "auto"`` dropped from the context to make it fit (None: nothing).
+    truncation_details: dict[str, Any] | None = _json()
 
 
 class ItemRow(SQLModel, table=True):
@@ -158,6 +163,38 @@ class WebhookAttemptRow(SQLModel, table=True):
     status_code: int | None = None
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     ok: bool = False
+
+
+class ConversationRow(SQLModel, table=True):
+    __tablename__ = "conversations"
+
+    id: str = Field(primary_key=True, max_length=64)
+    tenant: str = Field(max_length=128)
+    created_at: int
+    # ``metadata`` is taken by SQLAlchemy's declarative base; the column keeps the wire name.
+    meta: dict[str, Any] = Field(sa_column=Column("metadata", JSONType, nullable=False))
+
+
+class ConversationItemRow(SQLModel, table=True):
+    """One item of a conversation; ``pk`` is its position (items only ever get appended)."""
+
+    __tablename__ = "conversation_items"
+    __table_args__ = (
+        Index("ix_conversation_items_conversation", "conversation_id", "pk"),
+        Index("ix_conversation_items_item", "conversation_id", "item_id"),
+    )
+
+    pk: int | None = Field(default=None, primary_key=True)
+    conversation_id: str = Field(
+        sa_column=Column(
+            String(64), ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    item_id: str = Field(max_length=128)
+    type: str = Field(max_length=64)
+    data: dict[str, Any] = Field(sa_column=Column(JSONType, nullable=False))
+    response_id: str | None = Field(default=None, max_length=64)  # the response that added it
+    created_at: int
 
 
 INPUT = "input"

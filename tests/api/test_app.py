@@ -156,8 +156,7 @@ def test_non_object_body_is_400(queued: tuple[FlaskClient, Store, list[str]]) ->
 def test_unsupported_features_are_a_clear_400(queued: tuple[FlaskClient, Store, list[str]]) -> None:
     client, _store, sent = queued
     for body, param in (
-        ({"previous_response_id": "resp_x"}, "previous_response_id"),
-        ({"conversation": "conv_x"}, "conversation"),
+        ({"prompt": {"id": "pmpt_x"}}, "prompt"),
         ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
     ):
         resp = client.post("/v1/responses", json={"model": "resq-builtin", "input": "hi", **body})

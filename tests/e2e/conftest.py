@@ -86,6 +86,11 @@ provider = "builtin"
 list = ["resq-builtin"]
 
 [[route]]
+match = "tiny-context"
+provider = "builtin"
+context_window = 40
+
+[[route]]
 match = "upstream-fast"
 provider = "openai"
 base_url = "{upstream.base_url}"
@@ -97,11 +102,13 @@ match = "upstream-slow"
 provider = "vllm"
 base_url = "{upstream.base_url}"
 timeout_seconds = 1
+tokenize_url = "{upstream.base_url.removesuffix("/v1")}/tokenize"
 
 [[route]]
 match = "upstream-dead"
 provider = "ollama"
 base_url = "http://127.0.0.1:{dead_port}/v1"
+tokenize_url = "http://127.0.0.1:{dead_port}/tokenize"
 """
     )
     return path

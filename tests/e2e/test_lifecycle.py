@@ -217,7 +217,13 @@ def test_retrieve_with_include_array(client: openai.OpenAI) -> None:
 
 def test_models_list_shows_routes(client: openai.OpenAI) -> None:
     ids = [m.id for m in client.models.list()]
-    assert ids == ["resq-builtin", "upstream-fast", "upstream-slow", "upstream-dead"]
+    assert ids == [
+        "resq-builtin",
+        "tiny-context",
+        "upstream-fast",
+        "upstream-slow",
+        "upstream-dead",
+    ]
     assert client.models.retrieve("resq-builtin").owned_by == "builtin"
 
 

@@ -41,6 +41,10 @@ Every streaming mode also takes ``delay_ms`` and ``usage`` (overrides of ``promp
 ``completion_tokens``, ``reasoning_tokens``, ``cached_tokens``). A usage chunk is sent only
 when the request asked for ``stream_options.include_usage``. ``stream: false`` gets one
 ``chat.completion`` object. ``GET /v1/models`` lists ``models``.
+
+``POST /tokenize`` answers like vLLM's tokenizer endpoint (``{"model", "messages"}`` →
+``{"count", "max_model_len"}``) with a count of its own: two tokens per word of every
+message's content plus one per message, so a test can tell it from resq's estimate.
 """
 
 from __future__ import annotations
@@ -223,6 +227,12 @@ def completion_of(reply: Reply, body: dict[str, Any], script: dict[str, Any]) ->
     }
 
 
+def tokenize(body: dict[str, Any]) -> dict[str, Any]:
+    messages = body.get("messages") or []
+    count = sum(2 * len(str(m.get("content") or "").split()) + 1 for m in messages)
+    return {"count": count, "max_model_len": 4096, "tokens": list(range(count))}
+
+
 def error_body(status: int, script: dict[str, Any]) -> dict[str, Any]:
     defaults: tuple[str, str, str | None]
     if status == 429:
@@ -302,6 +312,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._record(body)
         if not self._authorized():
+            return
+        if self.path.rstrip("/") == "/tokenize":
+            self._json(200, tokenize(body))
             return
         if self.path.rstrip("/") != "/v1/chat/completions":
             self._json(404, error_body(404, {"message": f"no route {self.path}"}))

@@ -20,6 +20,8 @@ from sqlalchemy import Engine, delete
 from shared.store import migrate
 from shared.store.repo import Store, make_engine
 from shared.store.tables import (
+    ConversationItemRow,
+    ConversationRow,
     ItemRow,
     ResponseRow,
     WebhookAttemptRow,
@@ -92,6 +94,8 @@ def store(engine: Engine) -> Store:
     with engine.begin() as conn:
         for table in (WebhookAttemptRow, WebhookDeliveryRow, WebhookEventRow, WebhookEndpointRow):
             conn.execute(delete(table))
+        conn.execute(delete(ConversationItemRow))
+        conn.execute(delete(ConversationRow))
         conn.execute(delete(ItemRow))
         conn.execute(delete(ResponseRow))
     return Store(engine)

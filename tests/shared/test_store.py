@@ -73,7 +73,7 @@ def make_row(
         status=status.value,
         model="m",
         background=bool(body.get("background")),
-        store=True,
+        store=body.get("store") is not False,
         stream=False,
         created_at=created_at,
         params=echo_params(parse_create_request(body), model="m"),
@@ -138,8 +138,10 @@ def test_migration_on_a_new_sqlite_file_creates_the_tables_and_can_run_twice(tmp
         "webhook_events",
         "webhook_deliveries",
         "webhook_attempts",
+        "conversations",
+        "conversation_items",
     }
-    assert [v[0] for v in versions] == ["0004"]
+    assert [v[0] for v in versions] == ["0005"]
 
 
 def test_migration_is_idempotent_and_matches_the_table_models(database_url, engine):
@@ -153,7 +155,7 @@ def test_migration_is_idempotent_and_matches_the_table_models(database_url, engi
     with engine.connect() as conn:
         versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
         diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
-    assert [v[0] for v in versions] == ["0004"]
+    assert [v[0] for v in versions] == ["0005"]
     assert diff == []
 
 

@@ -11,6 +11,11 @@ model"):
 
 ``words`` N produces N generated words after ``text``; ``delay_ms`` paces every token;
 ``max_output_tokens`` is honoured (the run stops with finish reason ``length``).
+``{"show_context": true}`` makes it answer with what it was given (``describe``): the
+instructions and every item of its context, in order. Asked for a compaction summary
+(``shared.context.COMPACTION_PROMPT``), it answers with the same description of everything
+before the request. Input tokens are counted as ``shared.tokens`` counts them for it: one
+per word.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from shared import tokens as token_count
+from shared.context import COMPACTION_PROMPT
 from worker.providers.base import (
     Delta,
     Finish,
@@ -62,10 +69,23 @@ def _script(request: ProviderRequest) -> tuple[dict[str, Any], str]:
 
 
 def _input_tokens(request: ProviderRequest) -> int:
-    text = (request.instructions or "") + " ".join(
-        message_text(i) for i in request.input_items if i.get("type") == "message"
-    )
-    return max(1, len(text.split()))
+    return token_count.count(request.instructions, request.input_items, method=token_count.BUILTIN)
+
+
+def _describe_item(item: dict[str, Any]) -> str:
+    itype = item.get("type")
+    if itype == "message":
+        return f"{item.get('role')}: {message_text(item)}"
+    if itype == "function_call":
+        return f"function_call {item.get('name')}({item.get('arguments', '')})"
+    if itype == "function_call_output":
+        return f"function_call_output {item.get('call_id')}: {token_count.item_text(item)}"
+    return str(itype)
+
+
+def describe(instructions: str | None, items: list[dict[str, Any]]) -> str:
+    """What the model was given, in one line: ``instructions: … | user: … | assistant: …``."""
+    return " | ".join([f"instructions: {instructions or '-'}"] + [_describe_item(i) for i in items])
 
 
 class BuiltinModel:
@@ -108,7 +128,7 @@ class BuiltinModel:
             elif script.get("tool_calls"):
                 yield from self._tool_calls(script["tool_calls"])
             else:
-                yield from produce(TextDelta, _reply_text(script, last_user))
+                yield from produce(TextDelta, _reply_text(script, last_user, request))
             if isinstance(fail, dict):  # a failure scripted past the end still fires
                 raise _failure(fail)
         except _OutOfBudget:
@@ -145,7 +165,11 @@ def _failure(fail: dict[str, Any]) -> ProviderError:
     )
 
 
-def _reply_text(script: dict[str, Any], last_user: str) -> str:
+def _reply_text(script: dict[str, Any], last_user: str, request: ProviderRequest) -> str:
+    if script.get("show_context"):
+        return describe(request.instructions, request.input_items)
+    if not script and last_user == COMPACTION_PROMPT:
+        return describe(request.instructions, request.input_items[:-1])
     if not script:
         return f"You said: {last_user}" if last_user else "Hello! I am the resq built-in model."
     text = str(script.get("text", ""))
