@@ -72,3 +72,28 @@ def test_cancelled_background_response_ends_the_agents_stream(
 
     message = asyncio.run(asyncio.wait_for(run(), timeout=20))
     assert "response.incomplete" in message and "status=cancelled" in message
+
+
+def test_runs_continue_by_previous_response_id_and_by_conversation(stack: Stack) -> None:
+    """The Agents SDK sends only the new items on later turns; resq supplies the rest."""
+    show = script(show_context=True)
+
+    async def run() -> tuple[str, str]:
+        async with async_client(stack) as sdk:
+            a = agent(sdk)
+            first = await Runner.run(a, input="my name is Ada")
+            chained = await Runner.run(a, input=show, previous_response_id=first.last_response_id)
+            conversation = await sdk.conversations.create()
+            await Runner.run(a, input="hello there", conversation_id=conversation.id)
+            in_conversation = await Runner.run(a, input=show, conversation_id=conversation.id)
+            return str(chained.final_output), str(in_conversation.final_output)
+
+    chained, in_conversation = asyncio.run(run())
+    assert chained == (
+        f"instructions: be brief | user: my name is Ada | assistant: You said: my name is Ada"
+        f" | user: {show}"
+    )
+    assert in_conversation == (
+        f"instructions: be brief | user: hello there | assistant: You said: hello there"
+        f" | user: {show}"
+    )
