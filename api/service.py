@@ -44,14 +44,15 @@ from shared.schema.requests import (
     parse_create_request,
 )
 from shared.schema.response import TERMINAL_STATUSES, Status, echo_params
+from shared.schema.tools import prepare_tools
 from shared.schema.validation import parse_body
+from shared.secrets import seal
 from shared.store.conversations import ConversationStore
 from shared.store.repo import IdempotencyKey
 from shared.store.tables import IdempotencyKeyRow, ResponseRow
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_TOOL_TYPES = {"function"}
 # Parameters accepted by the wire schema whose features this server does not run yet: a
 # clear 400 rather than silently ignoring what the client asked for.
 NOT_YET_SUPPORTED = ("prompt",)
@@ -86,13 +87,26 @@ def _check_supported(req: CreateResponseRequest) -> None:
                 param=name,
                 code="unsupported_parameter",
             )
-    for i, tool in enumerate(req.tools or []):
-        if tool.get("type") not in SUPPORTED_TOOL_TYPES:
+
+
+def _check_answers(inherited: list[dict[str, Any]], own: list[dict[str, Any]]) -> None:
+    """Tool outputs and approval answers in the input must answer something in the context."""
+    context = inherited + own
+    calls = {i.get("call_id") for i in context if i["type"] == "function_call"}
+    requests = {i.get("id") for i in context if i["type"] == "mcp_approval_request"}
+    for item in own:
+        if item["type"] == "function_call_output" and item.get("call_id") not in calls:
             raise InvalidRequest(
-                f"Unsupported tool type: {tool.get('type')!r}. This resq server supports "
-                "'function' tools.",
-                param=f"tools[{i}].type",
-                code="unsupported_parameter",
+                f"No tool call found for function call output with call_id {item.get('call_id')}.",
+                param="input",
+            )
+        if item["type"] == "mcp_approval_response" and (
+            item.get("approval_request_id") not in requests
+        ):
+            raise InvalidRequest(
+                "No MCP approval request found with id "
+                f"{item.get('approval_request_id')} for this approval response.",
+                param="input",
             )
 
 
@@ -180,6 +194,7 @@ def check_context(
     inherited = history(
         deps.store, previous_response_id=previous_response_id, conversation_id=conv_id
     )
+    _check_answers(inherited, own)
     return Context(
         conversation_id=conv_id,
         inherited=inherited,
@@ -204,6 +219,7 @@ def create(deps: Deps, body: Any, *, tenant: str, idempotency_key: str | None = 
     _check_supported(req)
     assert req.model is not None
     route = deps.router.resolve(req.model)
+    tools = prepare_tools(req.tools, deps.outbound.check_url)
     context = check_context(
         deps,
         tenant=tenant,
@@ -215,7 +231,7 @@ def create(deps: Deps, body: Any, *, tenant: str, idempotency_key: str | None = 
     fit(
         context.items,
         instructions=req.instructions,
-        tools=req.tools or [],
+        tools=tools.echo,
         route=route,
         truncation=req.truncation,
     )
@@ -231,7 +247,12 @@ def create(deps: Deps, body: Any, *, tenant: str, idempotency_key: str | None = 
         stream=bool(req.stream),
         created_at=now,
         previous_response_id=req.previous_response_id,
-        params=echo_params(req, model=req.model, conversation_id=context.conversation_id),
+        params=echo_params(
+            req, model=req.model, conversation_id=context.conversation_id, tools=tools.echo
+        ),
+        tool_secrets=(
+            seal(deps.settings.secret_key, tools.credentials) if tools.credentials else None
+        ),
     )
     key = None
     if idempotency_key is not None:

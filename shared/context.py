@@ -118,26 +118,77 @@ def invalid_compaction(param: str) -> InvalidRequest:
 
 
 def model_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The items as a model reads them: compaction items become the summary they carry, as a
-    developer message; compaction triggers are dropped."""
+    """The items as a model reads them.
+
+    - ``compaction`` items become the summary they carry, as a developer message;
+      ``compaction_trigger`` items are dropped.
+    - MCP history becomes the function calls the model made: an ``mcp_call`` is a
+      ``function_call`` and its ``function_call_output`` (the tool's output, or its error);
+      a declined ``mcp_approval_request`` is a call whose output says it was declined.
+      Listings, pending requests and approval answers are not shown (the tools themselves
+      are passed as tool definitions; an approved request shows as the call it became).
+    """
+    answers = {
+        i.get("approval_request_id"): i for i in items if i.get("type") == "mcp_approval_response"
+    }
     out = []
     for item in items:
         itype = item.get("type")
         if itype == "compaction":
             summary = decode_compaction(item.get("encrypted_content")) or ""
-            text = f"{COMPACTION_HEADER}\n{summary}"
             out.append(
-                {
-                    "id": item.get("id"),
-                    "type": "message",
-                    "role": "developer",
-                    "status": "completed",
-                    "content": [{"type": "input_text", "text": text}],
-                }
+                _text_message(item.get("id"), "developer", f"{COMPACTION_HEADER}\n{summary}")
             )
-        elif itype != "compaction_trigger":
+        elif itype == "mcp_call":
+            result = item.get("output")
+            if item.get("error"):
+                result = f"Error: {mcp_error_text(item['error'])}"
+            out += _call_pair(item, result or "")
+        elif itype == "mcp_approval_request":
+            answer = answers.get(item.get("id"))
+            if answer is not None and not answer.get("approve"):
+                reason = answer.get("reason")
+                declined = "The user declined this tool call" + (f": {reason}" if reason else ".")
+                out += _call_pair(item, declined)
+        elif itype not in HIDDEN_FROM_MODEL:
             out.append(item)
     return out
+
+
+HIDDEN_FROM_MODEL = {"compaction_trigger", "mcp_list_tools", "mcp_approval_response"}
+
+
+def mcp_error_text(error: Any) -> str:
+    """An ``mcp_call`` error (an object in SDK 3.x, a string before) as text."""
+    if isinstance(error, dict):
+        content = error.get("content")
+        if isinstance(content, list):
+            return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        return str(error.get("message") or content or error.get("type"))
+    return str(error)
+
+
+def _text_message(item_id: Any, role: str, text: str) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "type": "message",
+        "role": role,
+        "status": "completed",
+        "content": [{"type": "input_text", "text": text}],
+    }
+
+
+def _call_pair(item: dict[str, Any], output: str) -> list[dict[str, Any]]:
+    call_id = item.get("id")
+    return [
+        {
+            "type": "function_call",
+            "call_id": call_id,
+            "name": item.get("name", ""),
+            "arguments": item.get("arguments", ""),
+        },
+        {"type": "function_call_output", "call_id": call_id, "output": output},
+    ]
 
 
 # ---- fitting the window -----------------------------------------------------------------

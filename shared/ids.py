@@ -22,3 +22,6 @@ def new_id(prefix: str) -> str:
 
 CONVERSATION = "conv"
 COMPACTION = "cmp"
+MCP_CALL = "mcp"
+MCP_LIST_TOOLS = "mcpl"
+MCP_APPROVAL_REQUEST = "mcpr"

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -121,6 +123,15 @@ def stop_all(processes: list[subprocess.Popen[bytes]], timeout: float = 15.0) ->
             p.wait()
 
 
+def local_secret_key(path: Path) -> str:
+    """The key this machine's ``make run`` uses for MCP credentials: made once, kept in the
+    data directory (mode 600), so a restart can still read what was queued before it."""
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="resq: %(message)s")
     settings = Settings.from_env()
@@ -136,6 +147,8 @@ def main() -> int:
             settings.var_dir / "redis",
         )
     env["DATABASE_URL"] = settings.database_url
+    if not settings.secret_key:
+        env["RESQ_SECRET_KEY"] = local_secret_key(settings.var_dir / "secret.key")
     migrate.upgrade(settings.database_url)
     settings = Settings.from_env(env)
     processes: list[subprocess.Popen[bytes]] = []

@@ -33,6 +33,7 @@ DEFAULT_WEBHOOK_RETRY_WINDOW_SECONDS = 72 * 3600.0
 DEFAULT_WEBHOOK_BACKOFF_SECONDS = 5.0
 DEFAULT_WEBHOOK_BACKOFF_MAX_SECONDS = 3 * 3600.0
 DEFAULT_WEBHOOK_SWEEP_SECONDS = 5.0
+DEFAULT_MCP_TIMEOUT_SECONDS = 60.0
 
 
 class SettingsError(ValueError):
@@ -118,6 +119,8 @@ class Settings:
     webhook_sweep_seconds: float = DEFAULT_WEBHOOK_SWEEP_SECONDS
     outbound_allow_private: bool = False
     outbound_allow_loopback: bool = False
+    secret_key: str | None = None  # encrypts MCP credentials while their response runs
+    mcp_timeout_seconds: float = DEFAULT_MCP_TIMEOUT_SECONDS
     log_level: str = "INFO"
 
     @property
@@ -194,6 +197,10 @@ class Settings:
             ),
             outbound_allow_private=_bool(env, "RESQ_OUTBOUND_ALLOW_PRIVATE"),
             outbound_allow_loopback=_bool(env, "RESQ_OUTBOUND_ALLOW_LOOPBACK"),
+            secret_key=env.get("RESQ_SECRET_KEY") or None,
+            mcp_timeout_seconds=_float(
+                env, "RESQ_MCP_TIMEOUT_SECONDS", DEFAULT_MCP_TIMEOUT_SECONDS
+            ),
             log_level=(env.get("RESQ_LOG_LEVEL") or "INFO").upper(),
         )
 

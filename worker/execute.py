@@ -17,21 +17,26 @@ from typing import Any
 
 from shared.bus import Emitter, EventBus
 from shared.context import Fitted, fit, history, model_items
-from shared.errors import InvalidRequest, ResqError
+from shared.errors import ResqError
+from shared.netpolicy import OutboundPolicy
 from shared.routing import Route
 from shared.schema.events import ErrorEvent, ResponseEvent, StreamEvent, terminal_type
 from shared.schema.response import Status, usage_object
+from shared.secrets import unseal
 from shared.settings import (
     DEFAULT_HEARTBEAT_SECONDS,
     DEFAULT_HEARTBEAT_TIMEOUT_SECONDS,
     DEFAULT_JOB_TIME_LIMIT_SECONDS,
+    DEFAULT_MCP_TIMEOUT_SECONDS,
     Settings,
 )
 from shared.store import Store
 from shared.store.tables import INPUT, ResponseRow
 from worker.heartbeat import Heartbeat
+from worker.mcp_client import McpCancelled
 from worker.providers.base import Delta, Provider, ProviderError, ProviderRequest
 from worker.stream_state import StreamState
+from worker.tools import Toolbox
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +45,7 @@ CANCEL_CHECK_SECONDS = 0.2  # how often a running job looks for a cancel
 # round trip: an upstream that bursts many chunks at once costs a few publishes, not one per
 # chunk. The first event of a run, and any event after a quiet spell, goes out at once.
 FLUSH_SECONDS = 0.005
+MAX_MODEL_TURNS = 32  # model turns in one response's tool loop
 LIFECYCLE_START = frozenset({"response.created", "response.queued", "response.in_progress"})
 
 
@@ -50,6 +56,7 @@ class Limits:
     time_limit_seconds: float = DEFAULT_JOB_TIME_LIMIT_SECONDS
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
     heartbeat_timeout_seconds: float = DEFAULT_HEARTBEAT_TIMEOUT_SECONDS
+    mcp_timeout_seconds: float = DEFAULT_MCP_TIMEOUT_SECONDS
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -57,6 +64,7 @@ class Limits:
             time_limit_seconds=settings.job_time_limit_seconds,
             heartbeat_seconds=settings.heartbeat_seconds,
             heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds,
+            mcp_timeout_seconds=settings.mcp_timeout_seconds,
         )
 
 
@@ -67,14 +75,19 @@ class Outcome:
     incomplete_details: dict[str, Any] | None = None
 
 
-def _provider_request(row: ResponseRow, input_items: list[dict[str, Any]]) -> ProviderRequest:
+def _provider_request(
+    row: ResponseRow,
+    input_items: list[dict[str, Any]],
+    tools: list[dict[str, Any]],
+    tool_choice: Any,
+) -> ProviderRequest:
     p = row.params
     return ProviderRequest(
         model=row.model,
         input_items=input_items,
         instructions=p.get("instructions"),
-        tools=p.get("tools") or [],
-        tool_choice=p.get("tool_choice", "auto"),
+        tools=tools,
+        tool_choice=tool_choice,
         parallel_tool_calls=p.get("parallel_tool_calls", True),
         max_output_tokens=p.get("max_output_tokens"),
         temperature=p.get("temperature"),
@@ -95,13 +108,21 @@ class Run:
         clock: Callable[[], float] = time.time,
         time_limit: float = DEFAULT_JOB_TIME_LIMIT_SECONDS,
         route: Route | None = None,
+        secret_key: str | None = None,
+        outbound: OutboundPolicy | None = None,
+        mcp_timeout: float = DEFAULT_MCP_TIMEOUT_SECONDS,
     ) -> None:
         self.row = row
         self.store = store
         self.bus = bus
         self.provider = provider
         self.route = route  # None: no context window to fit (unit tests)
+        self.secret_key = secret_key
+        self.outbound = outbound
+        self.mcp_timeout = mcp_timeout
         self.truncation_details: dict[str, Any] | None = None
+        self.calls_made = 0  # MCP calls run in this response
+        self.turn_start = 0  # where the current model turn's output items begin
         self.clock = clock
         self.time_limit = time_limit
         last = bus.last(row.id)
@@ -140,9 +161,9 @@ class Run:
         self.finished = []
         self.last_flush = time.monotonic()
 
-    def context(self) -> Fitted:
-        """What the model sees: inherited history, then this response's input, fitted to
-        the route's window (``shared.context``)."""
+    def context(self) -> tuple[list[dict[str, Any]], Fitted]:
+        """The context as stored (inherited history, then this response's input) and what
+        the model sees of it, fitted to the route's window (``shared.context``)."""
         p = self.row.params
         own = self.store.items(response_id=self.row.id, kind=INPUT)
         inherited = history(
@@ -150,28 +171,146 @@ class Run:
             previous_response_id=self.row.previous_response_id,
             conversation_id=(p.get("conversation") or {}).get("id"),
         )
-        items = model_items(inherited + own)
+        raw = inherited + own
+        items = model_items(raw)
         if self.route is None:
-            return Fitted(items, 0)
-        return fit(
+            return raw, Fitted(items, 0)
+        fitted = fit(
             items,
             instructions=p.get("instructions"),
             tools=p.get("tools") or [],
             route=self.route,
             truncation=p.get("truncation"),
         )
+        return raw, fitted
+
+    def _publish(self, events: list[StreamEvent]) -> None:
+        """Publish events of items the worker adds itself (MCP listings and calls) now."""
+        self.pending += events
+        self.finished += self.state.take_done()
+        self._flush()
 
     def generate(self) -> Outcome:
-        """Stream from the provider until it finishes, fails, or a cancel arrives."""
+        """Run the model, and the MCP tools it calls, until it answers, fails, stops for
+        the client (function calls, approval requests), or a cancel arrives."""
         try:
-            fitted = self.context()
-        except InvalidRequest as exc:  # the chain or the context changed since the create
-            log.warning("response %s: cannot build its context: %s", self.row.id, exc.message)
+            raw, fitted = self.context()
+            credentials = (
+                unseal(self.secret_key, self.row.tool_secrets) if self.row.tool_secrets else {}
+            )
+        except ResqError as exc:  # the chain or the context changed since the create
+            log.warning("response %s: cannot prepare the run: %s", self.row.id, exc.message)
             return Outcome(Status.FAILED, error={"code": "invalid_prompt", "message": exc.message})
         self.truncation_details = fitted.details()
-        request = _provider_request(self.row, fitted.items)
         if self.bus.cancel_requested(self.row.id):
             return Outcome(Status.CANCELLED)
+        box = Toolbox.from_params(
+            self.row.params.get("tools") or [],
+            credentials,
+            timeout=self.mcp_timeout,
+            outbound=self.outbound,
+        )
+        self._list_tools(box, raw)
+        stopped = self._run_approved(box, raw)
+        if stopped is not None:
+            return stopped
+        self.state.mcp = box.targets
+        cap = self.row.params.get("max_tool_calls")
+        if cap is not None:
+            self.state.tool_budget = cap - self.calls_made
+        choice = self.row.params.get("tool_choice", "auto")
+        for _turn in range(MAX_MODEL_TURNS):
+            tools, turn_choice = box.for_model(choice)
+            if self.state.tool_budget is not None and self.state.tool_budget <= 0:
+                turn_choice = "none"
+            request = _provider_request(
+                self.row, fitted.items + model_items(self.state.output), tools, turn_choice
+            )
+            stopped = self._stream(request)
+            if stopped is not None:
+                return stopped
+            if self.state.finish_reason in ("length", "content_filter"):
+                break  # cut short: the open item ends with the response, incomplete
+            self._publish(self.state.end_turn())
+            calls = list(self.state.pending_calls)
+            for index in calls:
+                stopped = self._call(box, index)
+                if stopped is not None:
+                    return stopped
+            if not calls or self._waiting_for_client():
+                break
+            choice = "auto"  # a forced choice applies to the first turn only
+        reason = self.state.finish_reason
+        if reason in ("length", "content_filter"):
+            detail = "max_output_tokens" if reason == "length" else "content_filter"
+            return Outcome(Status.INCOMPLETE, incomplete_details={"reason": detail})
+        return Outcome(Status.COMPLETED)
+
+    def _waiting_for_client(self) -> bool:
+        """The model called a client function or asked for an approval: the client acts."""
+        return any(
+            item["type"] in ("function_call", "mcp_approval_request")
+            for item in self.state.output[self.turn_start :]
+        )
+
+    def _list_tools(self, box: Toolbox, raw: list[dict[str, Any]]) -> None:
+        """List each MCP server's tools, unless the context already holds a listing of it
+        (a continued chain is not listed again)."""
+        for label, server in box.servers.items():
+            tools = box.known_listing(label, raw)
+            if tools is None:
+                index, events = self.state.start_list_tools(label)
+                self._publish(events)
+                tools, error = box.list_tools(server)
+                self._publish(self.state.finish_list_tools(index, tools, error))
+                if error is not None:
+                    continue
+            box.register(label, tools)
+
+    def _run_approved(self, box: Toolbox, raw: list[dict[str, Any]]) -> Outcome | None:
+        """Make the calls this request's ``mcp_approval_response`` items approve."""
+        requests = {i["id"]: i for i in raw if i.get("type") == "mcp_approval_request"}
+        made = {i.get("approval_request_id") for i in raw if i.get("type") == "mcp_call"}
+        own = self.store.items(response_id=self.row.id, kind=INPUT)
+        for answer in own:
+            request_id = answer.get("approval_request_id")
+            if answer.get("type") != "mcp_approval_response" or not answer.get("approve"):
+                continue
+            request = requests.get(request_id)
+            if request is None or request_id in made:
+                continue
+            index, events = self.state.start_mcp_call(
+                request["server_label"], request["name"], request["arguments"], request_id
+            )
+            self._publish(events)
+            stopped = self._call(box, index)
+            if stopped is not None:
+                return stopped
+        return None
+
+    def _call(self, box: Toolbox, index: int) -> Outcome | None:
+        """Run one pending MCP call and publish how it ended; an Outcome if the run must
+        stop (a cancel arrived)."""
+        if self.bus.cancel_requested(self.row.id):
+            return Outcome(Status.CANCELLED)
+        item = self.state.output[index]
+        self.calls_made += 1
+        try:
+            output, error = box.call(
+                item["server_label"],
+                item["name"],
+                item["arguments"],
+                cancelled=lambda: self.bus.cancel_requested(self.row.id),
+            )
+        except McpCancelled:
+            return Outcome(Status.CANCELLED)
+        self._publish(self.state.finish_mcp_call(index, output=output, error=error))
+        return None
+
+    def _stream(self, request: ProviderRequest) -> Outcome | None:
+        """One model turn: stream from the provider until it finishes (None), fails, or a
+        cancel arrives (an Outcome)."""
+        self.turn_start = len(self.state.output)
         started = last_check = time.monotonic()
         try:
             with DeltaFeed(self.provider.stream(request)) as feed:
@@ -184,7 +323,7 @@ class Run:
                         self._flush()
                         continue
                     if delta is DeltaFeed.END:
-                        break
+                        return None
                     self.pending += self.state.apply(delta)
                     self.finished += self.state.done_indexes
                     now = time.monotonic()
@@ -199,11 +338,6 @@ class Run:
         except ProviderError as exc:
             log.warning("response %s: provider failed: %s", self.row.id, exc.message)
             return Outcome(Status.FAILED, error={"code": exc.code, "message": exc.message})
-        reason = self.state.finish_reason
-        if reason in ("length", "content_filter"):
-            detail = "max_output_tokens" if reason == "length" else "content_filter"
-            return Outcome(Status.INCOMPLETE, incomplete_details={"reason": detail})
-        return Outcome(Status.COMPLETED)
 
     def _over_time(self) -> Outcome:
         log.warning("response %s: over the job time limit (%g s)", self.row.id, self.time_limit)
@@ -266,6 +400,8 @@ def execute(
     route_for: Callable[[str], Route] | None = None,
     clock: Callable[[], float] = time.time,
     limits: Limits = Limits(),
+    secret_key: str | None = None,
+    outbound: OutboundPolicy | None = None,
 ) -> None:
     """Run a queued response to its end. Does nothing if it already ended or started."""
     row = store.claim(response_id=response_id, now=int(clock()))
@@ -286,6 +422,9 @@ def execute(
         clock=clock,
         time_limit=limits.time_limit_seconds,
         route=route,
+        secret_key=secret_key,
+        outbound=outbound,
+        mcp_timeout=limits.mcp_timeout_seconds,
     )
     with Heartbeat(
         bus, response_id, every=limits.heartbeat_seconds, ttl=limits.heartbeat_timeout_seconds

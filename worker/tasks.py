@@ -32,6 +32,8 @@ def register(app: Celery) -> None:
             provider_for=rt.provider_for,
             route_for=rt.router.resolve,
             limits=Limits.from_settings(rt.settings),
+            secret_key=rt.settings.secret_key,
+            outbound=rt.outbound,
         )
 
     @app.task(name=REAP, ignore_result=True)

@@ -110,6 +110,29 @@ class FunctionCallArgumentsDone(_InItem):
     arguments: str
 
 
+class McpEvent(_InItem):
+    """An MCP item's progress: its tool listing, or its call."""
+
+    type: Literal[
+        "response.mcp_list_tools.in_progress",
+        "response.mcp_list_tools.completed",
+        "response.mcp_list_tools.failed",
+        "response.mcp_call.in_progress",
+        "response.mcp_call.completed",
+        "response.mcp_call.failed",
+    ]
+
+
+class McpCallArgumentsDelta(_InItem):
+    type: Literal["response.mcp_call_arguments.delta"] = "response.mcp_call_arguments.delta"
+    delta: str
+
+
+class McpCallArgumentsDone(_InItem):
+    type: Literal["response.mcp_call_arguments.done"] = "response.mcp_call_arguments.done"
+    arguments: str
+
+
 class ReasoningSummaryPartEvent(_InItem):
     type: Literal["response.reasoning_summary_part.added", "response.reasoning_summary_part.done"]
     summary_index: int
@@ -148,6 +171,9 @@ StreamEvent = (
     | RefusalDone
     | FunctionCallArgumentsDelta
     | FunctionCallArgumentsDone
+    | McpEvent
+    | McpCallArgumentsDelta
+    | McpCallArgumentsDone
     | ReasoningSummaryPartEvent
     | ReasoningSummaryTextDelta
     | ReasoningSummaryTextDone

@@ -35,7 +35,11 @@ DEFAULT_TEXT = {"format": {"type": "text"}, "verbosity": "medium"}
 
 
 def echo_params(
-    req: CreateResponseRequest, *, model: str, conversation_id: str | None = None
+    req: CreateResponseRequest,
+    *,
+    model: str,
+    conversation_id: str | None = None,
+    tools: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The request parameters a Response echoes, with OpenAI's defaults filled in (§2.1, §2.4).
 
@@ -78,7 +82,7 @@ def echo_params(
         "top_logprobs": 0 if req.top_logprobs is None else req.top_logprobs,
         "text": text,
         "tool_choice": "auto" if req.tool_choice is None else req.tool_choice,
-        "tools": [echo_tool(tool) for tool in req.tools or []],
+        "tools": tools if tools is not None else [echo_tool(tool) for tool in req.tools or []],
         "truncation": req.truncation or "disabled",
         "user": req.user,
         "metadata": dict(req.metadata or {}),

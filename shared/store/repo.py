@@ -384,6 +384,7 @@ class Store:
                 "incomplete_details": incomplete_details,
                 "usage": usage,
                 "truncation_details": truncation_details,
+                "tool_secrets": None,  # credentials live only as long as the run
             }
 
             def write(statuses: tuple[str, ...]) -> ResponseRow | None:
@@ -439,7 +440,7 @@ class Store:
             result = s.execute(
                 update(ResponseRow)
                 .where(col(ResponseRow.id) == response_id, col(ResponseRow.status) == previous)
-                .values(status=Status.CANCELLED.value, ended_at=now)
+                .values(status=Status.CANCELLED.value, ended_at=now, tool_secrets=None)
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 s.rollback()

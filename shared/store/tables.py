@@ -45,6 +45,8 @@ class ResponseRow(SQLModel, table=True):
     usage: dict[str, Any] | None = _json()
     # What ``truncation: "auto"`` dropped from the context to make it fit (None: nothing).
     truncation_details: dict[str, Any] | None = _json()
+    # MCP credentials for this run, sealed (``shared.secrets``); erased when it ends.
+    tool_secrets: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class ItemRow(SQLModel, table=True):

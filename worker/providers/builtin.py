@@ -11,6 +11,11 @@ model"):
 
 ``words`` N produces N generated words after ``text``; ``delay_ms`` paces every token;
 ``max_output_tokens`` is honoured (the run stops with finish reason ``length``).
+``rounds`` scripts a tool loop: a list of rounds of calls; after the user's message it makes
+round one, after their results round two, and so on, then answers ``text`` (or ``Tool
+results: …``, the outputs it got). ``tool_choice`` ``"none"`` stops it calling tools;
+``"required"`` or a named function without a script makes it call that (or the first) tool
+with ``{}``; ``parallel_tool_calls: false`` keeps one call per round.
 ``{"show_context": true}`` makes it answer with what it was given (``describe``): the
 instructions and every item of its context, in order. Asked for a compaction summary
 (``shared.context.COMPACTION_PROMPT``), it answers with the same description of everything
@@ -120,13 +125,14 @@ class BuiltinModel:
         def usage() -> Usage:
             return Usage(_input_tokens(request), emitted, reasoning_tokens)
 
+        calls = _planned_calls(script, request)
         try:
             if script.get("reasoning"):
                 yield from produce(ReasoningDelta, str(script["reasoning"]))
             if script.get("refusal"):
                 yield from produce(RefusalDelta, str(script["refusal"]))
-            elif script.get("tool_calls"):
-                yield from self._tool_calls(script["tool_calls"])
+            elif calls:
+                yield from self._tool_calls(calls)
             else:
                 yield from produce(TextDelta, _reply_text(script, last_user, request))
             if isinstance(fail, dict):  # a failure scripted past the end still fires
@@ -136,9 +142,7 @@ class BuiltinModel:
             yield Finish("length")
             return
         yield usage()
-        yield Finish(
-            "tool_calls" if script.get("tool_calls") and not script.get("refusal") else "stop"
-        )
+        yield Finish("tool_calls" if calls and not script.get("refusal") else "stop")
 
     def _tool_calls(self, calls: Any) -> Iterator[Delta]:
         if not isinstance(calls, list):
@@ -165,9 +169,61 @@ def _failure(fail: dict[str, Any]) -> ProviderError:
     )
 
 
+def _since_last_user(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    last = max(
+        (
+            i
+            for i, item in enumerate(items)
+            if item.get("type") == "message" and item.get("role") == "user"
+        ),
+        default=-1,
+    )
+    return items[last + 1 :]
+
+
+def _rounds_done(items: list[dict[str, Any]]) -> int:
+    """Tool-call rounds since the last user message: runs of consecutive function calls."""
+    rounds, previous = 0, None
+    for item in _since_last_user(items):
+        kind = item.get("type")
+        if kind == "function_call" and previous != "function_call":
+            rounds += 1
+        previous = kind
+    return rounds
+
+
+def _planned_calls(script: dict[str, Any], request: ProviderRequest) -> list[dict[str, Any]]:
+    """The calls to make this turn: the script's next round (``tool_calls`` is round one,
+    ``rounds`` lists several), or, with ``tool_choice`` forcing a call and no script, one
+    call of the forced (or first) tool with ``{}``. None with ``tool_choice: "none"``."""
+    choice = request.tool_choice
+    if choice == "none":
+        return []
+    rounds = script.get("rounds")
+    if rounds is None:
+        rounds = [script["tool_calls"]] if script.get("tool_calls") else []
+    if not isinstance(rounds, list) or not all(isinstance(r, list) for r in rounds):
+        raise ProviderError("built-in model: 'rounds' must be a list of lists of calls")
+    done = _rounds_done(request.input_items)
+    calls: list[dict[str, Any]] = []
+    if done < len(rounds):
+        calls = rounds[done]
+    elif done == 0 and request.tools and (choice == "required" or isinstance(choice, dict)):
+        name = choice.get("name") if isinstance(choice, dict) else None
+        calls = [{"name": name or request.tools[0]["name"], "arguments": {}}]
+    return calls if request.parallel_tool_calls else calls[:1]
+
+
 def _reply_text(script: dict[str, Any], last_user: str, request: ProviderRequest) -> str:
     if script.get("show_context"):
         return describe(request.instructions, request.input_items)
+    if _rounds_done(request.input_items) and not script.get("text"):
+        outputs = [
+            token_count.item_text(i)
+            for i in _since_last_user(request.input_items)
+            if i.get("type") == "function_call_output"
+        ]
+        return "Tool results: " + "; ".join(outputs)
     if not script and last_user == COMPACTION_PROMPT:
         return describe(request.instructions, request.input_items[:-1])
     if not script:
@@ -177,4 +233,6 @@ def _reply_text(script: dict[str, Any], last_user: str, request: ProviderRequest
     generated = " ".join(_WORDS[i % len(_WORDS)] for i in range(words))
     if text and generated:
         return f"{text} {generated}"
+    if not (text or generated) and (script.get("tool_calls") or script.get("rounds")):
+        return "Answering without tools."  # its calls were not wanted (tool_choice "none")
     return text or generated
