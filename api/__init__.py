@@ -6,22 +6,25 @@ import logging
 from collections.abc import Callable
 
 from flask import Flask, Response, g, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from api import conversations, errors, models, responses, webhooks
+from api import admin, conversations, dashboard, errors, models, responses, webhooks
 from api.auth import Authenticator
 from api.context import Deps
-from shared import ids
+from shared import ids, logs
 from shared.bus import EventBus, make_redis
+from shared.metrics import Gauges, Recorder, ResqCollector, paused_queues, queue_depths
 from shared.netpolicy import OutboundPolicy
 from shared.queue import enqueue_deliveries, enqueue_delivery, enqueue_response, make_celery
 from shared.routing import Router
 from shared.settings import Settings
 from shared.store import Store, make_engine
+from shared.store.admin import AdminStore
 from shared.store.webhooks import WebhookStore
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = {"/healthz"}
+PUBLIC_PATHS = {"/healthz", "/metrics", "/admin", "/admin/"}
 
 
 def create_app(
@@ -33,10 +36,12 @@ def create_app(
 ) -> Flask:
     settings = settings or Settings.from_env()
     celery = make_celery(settings)
-    if enqueue is None:
 
-        def enqueue(response_id: str) -> None:
-            enqueue_response(celery, response_id)
+    def send(response_id: str, queue: str) -> None:
+        if enqueue is not None:  # a test's sink: it does not care which queue
+            enqueue(response_id)
+        else:
+            enqueue_response(celery, response_id, queue=queue)
 
     def send_delivery(delivery_id: str, attempts: int) -> None:
         enqueue_delivery(celery, delivery_id, attempts)
@@ -46,26 +51,30 @@ def create_app(
         on_deliveries=lambda delivery_ids: enqueue_deliveries(celery, delivery_ids),
     )
 
-    auth = Authenticator(settings.api_keys)
+    auth = Authenticator(settings.api_keys, settings.admin_keys)
     if auth.open_mode:
         log.warning(
             "RESQ_API_KEYS is not set: resq is in OPEN DEV MODE and accepts every request "
             "without an API key. Set RESQ_API_KEYS before exposing it."
         )
-    app = Flask(__name__)
+    bus = bus or EventBus(
+        make_redis(settings.redis_url, max_connections=5000),
+        ttl_seconds=settings.event_ttl_seconds,
+    )
+    redis_client = bus.redis
+    metrics = Recorder(redis_client)
+    app = Flask(__name__, static_folder=None)  # the dashboard is served by its blueprint
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.compact = True  # type: ignore[attr-defined]
     app.extensions["resq"] = Deps(
         settings=settings,
         store=store,
-        bus=bus
-        or EventBus(
-            make_redis(settings.redis_url, max_connections=5000),
-            ttl_seconds=settings.event_ttl_seconds,
-        ),
+        bus=bus,
         router=Router.from_file(settings.models_file),
         auth=auth,
-        enqueue=enqueue,
+        enqueue=send,
+        celery=celery,
+        metrics=metrics,
         hooks=WebhookStore(store),
         outbound=OutboundPolicy.from_settings(settings),
         send_delivery=send_delivery,
@@ -77,6 +86,7 @@ def create_app(
         g.enqueued = False
         if request.path not in PUBLIC_PATHS:
             g.tenant = auth.tenant(request)
+            logs.set_fields(tenant=g.tenant)
 
     @app.after_request
     def _request_id(response: Response) -> Response:
@@ -84,6 +94,23 @@ def create_app(
         if response.status_code >= 400 and g.get("enqueued"):
             response.headers["x-should-retry"] = "false"
         return response
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(
+        ResqCollector(
+            redis_client,
+            Gauges(
+                queue_depths=lambda: queue_depths(redis_client),
+                paused=lambda: paused_queues(redis_client),
+                active=lambda: AdminStore(store).active_by_status(),
+            ),
+        )
+    )
+
+    @app.get("/metrics")
+    def metrics_page() -> Response:
+        """Prometheus text format; public, like /healthz (it holds counts, no content)."""
+        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -94,4 +121,6 @@ def create_app(
     app.register_blueprint(models.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(conversations.bp)
+    app.register_blueprint(admin.bp)
+    app.register_blueprint(dashboard.bp)
     return app

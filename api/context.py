@@ -6,10 +6,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from celery import Celery
 from flask import current_app
 
 from api.auth import Authenticator
 from shared.bus import EventBus
+from shared.metrics import Recorder
 from shared.netpolicy import OutboundPolicy
 from shared.routing import Router
 from shared.settings import Settings
@@ -24,7 +26,9 @@ class Deps:
     bus: EventBus
     router: Router
     auth: Authenticator
-    enqueue: Callable[[str], None]
+    enqueue: Callable[[str, str], None]  # (response id, queue)
+    celery: Celery  # for control commands (workers, pause/resume)
+    metrics: Recorder
     hooks: WebhookStore
     outbound: OutboundPolicy
     send_delivery: Callable[[str, int], None]  # (delivery id, its attempts so far)

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from api.context import Deps
-from shared import ids, tokens
+from shared import ids, logs, tokens
 from shared.bus import StoredEvent
 from shared.context import (
     COMPACTION_INSTRUCTIONS,
@@ -35,6 +35,7 @@ from shared.errors import (
     ServiceUnavailable,
 )
 from shared.lifecycle import close_log
+from shared.queue import queue_for
 from shared.routing import Route
 from shared.schema.items import ensure_id, normalize_input
 from shared.schema.requests import (
@@ -246,6 +247,7 @@ def create(deps: Deps, body: Any, *, tenant: str, idempotency_key: str | None = 
         store=req.store is not False,
         stream=bool(req.stream),
         created_at=now,
+        enqueued_at=time.time(),
         previous_response_id=req.previous_response_id,
         params=echo_params(
             req, model=req.model, conversation_id=context.conversation_id, tools=tools.echo
@@ -254,6 +256,7 @@ def create(deps: Deps, body: Any, *, tenant: str, idempotency_key: str | None = 
             seal(deps.settings.secret_key, tools.credentials) if tools.credentials else None
         ),
     )
+    logs.set_fields(response_id=row.id, model=row.model)
     key = None
     if idempotency_key is not None:
         key = IdempotencyKey(
@@ -290,9 +293,14 @@ def _original(deps: Deps, holder: IdempotencyKeyRow, key: IdempotencyKey) -> Res
     return deps.store.get_response(response_id=holder.response_id, tenant=holder.tenant)
 
 
+def send(deps: Deps, row: ResponseRow) -> None:
+    """Queue a stored response (again), on the queue its service tier picks."""
+    deps.enqueue(row.id, queue_for(row.params.get("service_tier")))
+
+
 def _enqueue(deps: Deps, row: ResponseRow) -> None:
     try:
-        deps.enqueue(row.id)
+        send(deps, row)
     except Exception as exc:
         log.exception("response %s: could not enqueue; removing it", row.id)
         # Deleting the response deletes its Idempotency-Key row too: a retry can succeed.
@@ -368,14 +376,20 @@ def cancel(deps: Deps, response_id: str, *, tenant: str) -> dict[str, Any]:
         )
     if row.status in TERMINAL_STATUSES:
         return deps.store.render(row)
+    cancel_any(deps, row)
+    return deps.store.render(get_row(deps, response_id, tenant=tenant))
+
+
+def cancel_any(deps: Deps, row: ResponseRow) -> None:
+    """Cancel a response that has not ended (any kind: operators may stop sync ones too)."""
     previous = deps.store.cancel(response_id=row.id, now=int(time.time()))
     deps.bus.request_cancel(row.id)
     if previous == Status.IN_PROGRESS:
         _await_worker_stop(deps, row.id)
     elif previous == Status.QUEUED:
         _log_cancelled_before_start(deps, row.id)
+        deps.metrics.finished(model=row.model, status=Status.CANCELLED.value)
     log.info("response %s: cancelled (was %s)", row.id, previous)
-    return deps.store.render(get_row(deps, response_id, tenant=tenant))
 
 
 def _log_cancelled_before_start(deps: Deps, response_id: str) -> None:

@@ -59,6 +59,7 @@ def relay(
     last = deps.bus.last(response_id)
     if last is not None and last.terminal and last.sequence_number <= after:
         return  # resuming after the end: nothing more will come
+    deps.metrics.stream_opened(1)
     try:
         while True:
             if deps.stopping.is_set():
@@ -92,6 +93,7 @@ def relay(
         client_left = True
         raise
     finally:
+        deps.metrics.stream_opened(-1)
         if client_left and not finished:
             log.info("response %s: streaming client went away", response_id)
             if cancel_on_disconnect:

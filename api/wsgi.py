@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 from types import FrameType
 
 from api import create_app
+from shared import logs
 from shared.settings import Settings
 
 settings = Settings.from_env()
-logging.basicConfig(
-    level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-)
+logs.configure(settings.log_level, settings.log_format)
 app = create_app(settings)
 
 

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 PREFIX = "resq"
 QUEUE = "resq"  # the Celery queue jobs run on
-# Webhook sends: their own queue, so a job backlog never holds them up (and the reverse).
+HIGH_QUEUE = "resq.high"  # service_tier "priority"
+LOW_QUEUE = "resq.low"  # service_tier "flex"
+JOB_QUEUES = (HIGH_QUEUE, QUEUE, LOW_QUEUE)
+# Webhook sends and housekeeping (the reaper, queue samples): short tasks on a queue of their
+# own, so a job backlog never holds them up (and the reverse).
 WEBHOOK_QUEUE = "resq.webhooks"
+ALL_QUEUES = (*JOB_QUEUES, WEBHOOK_QUEUE)
+
+METRICS = f"{PREFIX}:metrics"  # hash: every counter and histogram bucket (shared.metrics)
+OPEN_STREAMS = f"{PREFIX}:metrics:streams"  # hash: open SSE streams per API process
+HISTORY = f"{PREFIX}:history"  # list: queue samples, newest first (shared.metrics)
+HISTORY_LENGTH = 720  # one hour at one sample every 5 s
 
 CANCEL_TTL_SECONDS = 24 * 3600
 
@@ -28,3 +38,8 @@ def heartbeat(response_id: str) -> str:
 def resent(response_id: str) -> str:
     """Set when the reaper re-sent a stuck queued job's message, so it does so once a while."""
     return f"{PREFIX}:resent:{response_id}"
+
+
+def paused(queue: str) -> str:
+    """Set while operators have paused consumption of a queue (workers read it at start)."""
+    return f"{PREFIX}:paused:{queue}"

@@ -68,7 +68,7 @@ def worker_command(settings: Settings, name: str = "resq@%h") -> list[str]:
         "--concurrency",
         str(settings.worker_concurrency),
         "--queues",
-        f"{keys.QUEUE},{keys.WEBHOOK_QUEUE}",
+        ",".join(keys.ALL_QUEUES),
         "--hostname",
         name,
         "--loglevel",

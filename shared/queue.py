@@ -12,6 +12,8 @@ RUN_RESPONSE = "resq.run_response"
 REAP = "resq.reap"
 DELIVER_WEBHOOK = "resq.deliver_webhook"
 SWEEP_WEBHOOKS = "resq.sweep_webhooks"
+SAMPLE_QUEUE = "resq.sample_queue"
+SAMPLE_SECONDS = 5.0
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -40,7 +42,12 @@ def make_celery(settings: Settings) -> Celery:
             "resq-reap": {
                 "task": REAP,
                 "schedule": settings.reaper_interval_seconds,
-                "options": {"queue": keys.QUEUE, "expires": settings.reaper_interval_seconds},
+                # On the short-task queue: a job backlog, or a paused job queue, never holds
+                # up the search for lost jobs.
+                "options": {
+                    "queue": keys.WEBHOOK_QUEUE,
+                    "expires": settings.reaper_interval_seconds,
+                },
             },
             # Sends webhook deliveries that are due (retries, and sends whose message was lost).
             "resq-sweep-webhooks": {
@@ -51,20 +58,34 @@ def make_celery(settings: Settings) -> Celery:
                     "expires": settings.webhook_sweep_seconds,
                 },
             },
+            # One sample of the queue for the dashboard's charts (GET /v1/admin/queue/history).
+            "resq-sample-queue": {
+                "task": SAMPLE_QUEUE,
+                "schedule": SAMPLE_SECONDS,
+                "options": {"queue": keys.WEBHOOK_QUEUE, "expires": SAMPLE_SECONDS},
+            },
         },
         worker_send_task_events=False,
     )
     return app
 
 
-def enqueue_response(app: Celery, response_id: str) -> None:
+def enqueue_response(app: Celery, response_id: str, queue: str = keys.QUEUE) -> None:
     """Queue ``run_response``; the task id is the response id (redelivery-safe)."""
-    app.send_task(RUN_RESPONSE, args=[response_id], task_id=response_id, queue=keys.QUEUE)
+    app.send_task(RUN_RESPONSE, args=[response_id], task_id=response_id, queue=queue)
+
+
+def queue_for(service_tier: str | None) -> str:
+    """``service_tier: "priority"`` runs on the high queue, ``"flex"`` on the low one."""
+    return {"priority": keys.HIGH_QUEUE, "flex": keys.LOW_QUEUE}.get(service_tier or "", keys.QUEUE)
 
 
 def queue_depth(client: Redis) -> int:
-    """Messages waiting in resq's Celery queue (the Redis list kombu keeps it in)."""
-    return int(client.llen(keys.QUEUE))
+    """Messages waiting in resq's job queues (the Redis lists kombu keeps them in)."""
+    pipe = client.pipeline(transaction=False)
+    for queue in keys.JOB_QUEUES:
+        pipe.llen(queue)
+    return sum(int(n) for n in pipe.execute())
 
 
 def enqueue_delivery(app: Celery, delivery_id: str, attempts: int) -> None:

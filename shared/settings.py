@@ -120,6 +120,8 @@ class Settings:
     outbound_allow_private: bool = False
     outbound_allow_loopback: bool = False
     secret_key: str | None = None  # encrypts MCP credentials while their response runs
+    admin_keys: tuple[str, ...] = ()
+    log_format: str = "text"  # or "json"
     mcp_timeout_seconds: float = DEFAULT_MCP_TIMEOUT_SECONDS
     log_level: str = "INFO"
 
@@ -198,6 +200,10 @@ class Settings:
             outbound_allow_private=_bool(env, "RESQ_OUTBOUND_ALLOW_PRIVATE"),
             outbound_allow_loopback=_bool(env, "RESQ_OUTBOUND_ALLOW_LOOPBACK"),
             secret_key=env.get("RESQ_SECRET_KEY") or None,
+            admin_keys=tuple(
+                k.strip() for k in env.get("RESQ_ADMIN_KEYS", "").split(",") if k.strip()
+            ),
+            log_format=(env.get("RESQ_LOG_FORMAT") or "text").lower(),
             mcp_timeout_seconds=_float(
                 env, "RESQ_MCP_TIMEOUT_SECONDS", DEFAULT_MCP_TIMEOUT_SECONDS
             ),

@@ -53,7 +53,7 @@ def _command(service: dict[str, Any]) -> str:
 
 def test_compose_services(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"redis", "postgres", "api", "worker", "beat"}
+    assert set(services) == {"redis", "postgres", "api", "worker", "beat", "flower"}
     assert "celery -A worker.celery_app beat" in _command(services["beat"])
     assert services["redis"]["image"] == "redis:7"
     assert "--appendonly yes" in _command(services["redis"])
@@ -88,8 +88,8 @@ def test_compose_commands_match_the_procfile(compose: dict[str, Any]) -> None:
         "--bind 0.0.0.0:8080"
     ) in api_command
     assert "/healthz" in " ".join(api["healthcheck"]["test"])
-    # Both queues, as the launcher's worker takes them: jobs, and webhook sends.
-    queues = f"--queues {keys.QUEUE},{keys.WEBHOOK_QUEUE} "
+    # Every queue, as the launcher's worker takes them: jobs by tier, then webhook sends.
+    queues = f"--queues {','.join(keys.ALL_QUEUES)} "
     assert (
         f"celery -A worker.celery_app worker --pool gevent --concurrency 200 {queues}"
         "--without-gossip --without-mingle"

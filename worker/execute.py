@@ -15,9 +15,11 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
+from shared import logs
 from shared.bus import Emitter, EventBus
 from shared.context import Fitted, fit, history, model_items
 from shared.errors import ResqError
+from shared.metrics import Recorder
 from shared.netpolicy import OutboundPolicy
 from shared.routing import Route
 from shared.schema.events import ErrorEvent, ResponseEvent, StreamEvent, terminal_type
@@ -34,7 +36,16 @@ from shared.store import Store
 from shared.store.tables import INPUT, ResponseRow
 from worker.heartbeat import Heartbeat
 from worker.mcp_client import McpCancelled
-from worker.providers.base import Delta, Provider, ProviderError, ProviderRequest
+from worker.providers.base import (
+    Delta,
+    Provider,
+    ProviderError,
+    ProviderRequest,
+    ReasoningDelta,
+    RefusalDelta,
+    TextDelta,
+    ToolCallDelta,
+)
 from worker.stream_state import StreamState
 from worker.tools import Toolbox
 
@@ -45,6 +56,7 @@ CANCEL_CHECK_SECONDS = 0.2  # how often a running job looks for a cancel
 # round trip: an upstream that bursts many chunks at once costs a few publishes, not one per
 # chunk. The first event of a run, and any event after a quiet spell, goes out at once.
 FLUSH_SECONDS = 0.005
+OUTPUT_DELTAS = (TextDelta, RefusalDelta, ReasoningDelta, ToolCallDelta)
 MAX_MODEL_TURNS = 32  # model turns in one response's tool loop
 LIFECYCLE_START = frozenset({"response.created", "response.queued", "response.in_progress"})
 
@@ -111,6 +123,7 @@ class Run:
         secret_key: str | None = None,
         outbound: OutboundPolicy | None = None,
         mcp_timeout: float = DEFAULT_MCP_TIMEOUT_SECONDS,
+        metrics: Recorder | None = None,
     ) -> None:
         self.row = row
         self.store = store
@@ -121,6 +134,9 @@ class Run:
         self.outbound = outbound
         self.mcp_timeout = mcp_timeout
         self.truncation_details: dict[str, Any] | None = None
+        self.metrics = metrics
+        self.started = clock()
+        self.first_output: float | None = None  # when the model produced its first output
         self.calls_made = 0  # MCP calls run in this response
         self.turn_start = 0  # where the current model turn's output items begin
         self.clock = clock
@@ -324,6 +340,8 @@ class Run:
                         continue
                     if delta is DeltaFeed.END:
                         return None
+                    if self.first_output is None and isinstance(delta, OUTPUT_DELTAS):
+                        self.first_output = self.clock()
                     self.pending += self.state.apply(delta)
                     self.finished += self.state.done_indexes
                     now = time.monotonic()
@@ -337,6 +355,9 @@ class Run:
                             return self._over_time()
         except ProviderError as exc:
             log.warning("response %s: provider failed: %s", self.row.id, exc.message)
+            if self.metrics is not None:
+                provider = self.route.provider if self.route is not None else "unknown"
+                self.metrics.upstream_error(provider, str(exc.status or exc.code))
             return Outcome(Status.FAILED, error={"code": exc.code, "message": exc.message})
 
     def _over_time(self) -> Outcome:
@@ -357,6 +378,15 @@ class Run:
         self.emitter.emit(*self.pending, *self.state.close(item_status))
         self.pending, self.finished = [], []
         usage = self.state.usage
+        ended = self.clock()
+        queued_at = self.row.enqueued_at or float(self.row.created_at)
+        timings = {
+            "queue_wait": round(max(0.0, self.started - queued_at), 6),
+            "run": round(ended - self.started, 6),
+            "first_token": (
+                round(self.first_output - self.started, 6) if self.first_output else None
+            ),
+        }
         from_statuses: tuple[str, ...] = (Status.IN_PROGRESS.value,)
         if outcome.status == Status.CANCELLED:
             from_statuses += (Status.CANCELLED.value,)
@@ -373,12 +403,17 @@ class Run:
             if usage
             else None,
             truncation_details=self.truncation_details,
+            timings=timings,
             from_statuses=from_statuses,
         )
         if row is None:
             log.info("response %s: deleted while running; dropping its events", self.row.id)
             self.bus.drop(self.row.id)
             return
+        if self.metrics is not None:
+            self.metrics.finished(
+                model=row.model, status=row.status, timings=timings, usage=row.usage
+            )
         final = self.store.render(row, output=self.state.output)
         ending: list[StreamEvent] = []
         if row.status == Status.FAILED and row.error:
@@ -402,6 +437,7 @@ def execute(
     limits: Limits = Limits(),
     secret_key: str | None = None,
     outbound: OutboundPolicy | None = None,
+    metrics: Recorder | None = None,
 ) -> None:
     """Run a queued response to its end. Does nothing if it already ended or started."""
     row = store.claim(response_id=response_id, now=int(clock()))
@@ -425,9 +461,13 @@ def execute(
         secret_key=secret_key,
         outbound=outbound,
         mcp_timeout=limits.mcp_timeout_seconds,
+        metrics=metrics,
     )
-    with Heartbeat(
-        bus, response_id, every=limits.heartbeat_seconds, ttl=limits.heartbeat_timeout_seconds
+    with (
+        logs.bind(response_id=row.id, tenant=row.tenant, model=row.model),
+        Heartbeat(
+            bus, response_id, every=limits.heartbeat_seconds, ttl=limits.heartbeat_timeout_seconds
+        ),
     ):
         _run(run, response_id)
 

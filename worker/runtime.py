@@ -10,6 +10,7 @@ from functools import lru_cache
 import httpx
 
 from shared.bus import EventBus, make_redis
+from shared.metrics import Recorder
 from shared.netpolicy import OutboundPolicy
 from shared.queue import enqueue_deliveries, make_celery
 from shared.routing import BUILTIN, Route, Router
@@ -30,6 +31,7 @@ class Runtime:
     hooks: WebhookStore
     http: httpx.Client  # webhook sends: one pool per process
     outbound: OutboundPolicy
+    metrics: Recorder
 
     # One provider per route per process, so its HTTP connections serve every job.
     providers: dict[Route, Provider] = field(default_factory=dict)
@@ -78,6 +80,7 @@ def _build() -> Runtime:
         hooks=WebhookStore(store),
         http=httpx.Client(timeout=settings.webhook_timeout_seconds),
         outbound=OutboundPolicy.from_settings(settings),
+        metrics=Recorder(redis_client),
     )
 
 

@@ -6,15 +6,18 @@ import time
 
 from celery import Celery
 
+from shared.metrics import sample_history
 from shared.queue import (
     DELIVER_WEBHOOK,
     REAP,
     RUN_RESPONSE,
+    SAMPLE_QUEUE,
     SWEEP_WEBHOOKS,
     enqueue_delivery,
     enqueue_response,
     queue_depth,
 )
+from shared.store.admin import AdminStore
 from worker import webhooks
 from worker.execute import Limits, execute
 from worker.reaper import reap
@@ -34,6 +37,7 @@ def register(app: Celery) -> None:
             limits=Limits.from_settings(rt.settings),
             secret_key=rt.settings.secret_key,
             outbound=rt.outbound,
+            metrics=rt.metrics,
         )
 
     @app.task(name=REAP, ignore_result=True)
@@ -59,7 +63,13 @@ def register(app: Celery) -> None:
             client=rt.http,
             outbound=rt.outbound,
             policy=webhooks.Policy.from_settings(rt.settings),
+            metrics=rt.metrics,
         )
+
+    @app.task(name=SAMPLE_QUEUE, ignore_result=True)
+    def sample_queue() -> None:
+        rt = runtime()
+        sample_history(rt.bus.redis, AdminStore(rt.store), now=time.time())
 
     @app.task(name=SWEEP_WEBHOOKS, ignore_result=True)
     def sweep_webhooks() -> None:

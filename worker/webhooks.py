@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import httpx
 
 from shared import webhooks
+from shared.metrics import Recorder
 from shared.netpolicy import OutboundPolicy
 from shared.settings import Settings
 from shared.store.outbox import DELIVERED, FAILED, PENDING
@@ -67,6 +68,7 @@ def deliver(
     policy: Policy,
     rng: random.Random | None = None,
     clock: Callable[[], float] = time.time,
+    metrics: Recorder | None = None,
 ) -> None:
     now = clock()
     claimed = hooks.claim(
@@ -110,6 +112,8 @@ def deliver(
         next_attempt_at=next_at,
         delivered_at=int(ended) if outcome.ok else None,
     )
+    if metrics is not None:
+        metrics.webhook({DELIVERED: "delivered", FAILED: "failed"}.get(status, "retry"))
     log.info(
         "webhook %s (%s for %s) attempt %d to %s: %s -> %s",
         delivery.id,

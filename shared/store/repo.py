@@ -356,6 +356,7 @@ class Store:
         incomplete_details: dict[str, Any] | None = None,
         usage: dict[str, Any] | None = None,
         truncation_details: dict[str, Any] | None = None,
+        timings: dict[str, Any] | None = None,
         from_statuses: tuple[str, ...] = (Status.IN_PROGRESS.value,),
     ) -> ResponseRow | None:
         """Write the outcome of a run. The output is always kept; the status only changes
@@ -384,6 +385,7 @@ class Store:
                 "incomplete_details": incomplete_details,
                 "usage": usage,
                 "truncation_details": truncation_details,
+                "timings": timings,
                 "tool_secrets": None,  # credentials live only as long as the run
             }
 

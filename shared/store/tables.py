@@ -22,6 +22,7 @@ class ResponseRow(SQLModel, table=True):
         Index("ix_responses_tenant_created", "tenant", "created_at"),
         Index("ix_responses_status_created", "status", "created_at"),
         Index("ix_responses_ended_at", "ended_at"),
+        Index("ix_responses_model_created", "model", "created_at"),
     )
 
     id: str = Field(primary_key=True, max_length=64)
@@ -45,6 +46,9 @@ class ResponseRow(SQLModel, table=True):
     usage: dict[str, Any] | None = _json()
     # What ``truncation: "auto"`` dropped from the context to make it fit (None: nothing).
     truncation_details: dict[str, Any] | None = _json()
+    enqueued_at: float | None = None  # when it was queued, to the microsecond
+    # Seconds: ``queue_wait``, ``run``, ``first_token`` (after the start; None without output).
+    timings: dict[str, Any] | None = _json()
     # MCP credentials for this run, sealed (``shared.secrets``); erased when it ends.
     tool_secrets: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
@@ -110,6 +114,7 @@ class WebhookEventRow(SQLModel, table=True):
     every delivery of it sends."""
 
     __tablename__ = "webhook_events"
+    __table_args__ = (Index("ix_webhook_events_response", "response_id"),)
 
     id: str = Field(primary_key=True, max_length=64)
     tenant: str = Field(max_length=128)

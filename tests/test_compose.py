@@ -1,0 +1,138 @@
+"""docker-compose.yml: Compose itself accepts it, and it has the shape resq's deployment needs
+(six services, each with a healthcheck, a worker that scales, Flower, shared settings).
+
+``docker compose config`` needs only the client, no engine. Without a Compose (neither the
+``docker compose`` plugin nor ``docker-compose``) that test is skipped locally and fails in CI
+(``CI=true``); the checks on the parsed file always run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from shared import keys
+from shared.launcher import worker_command
+from shared.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SERVICES = {"api", "worker", "beat", "redis", "postgres", "flower"}
+APP_SERVICES = ("api", "worker", "beat", "flower")  # run resq's code
+SHARED_ENV = ("REDIS_URL", "DATABASE_URL", "RESQ_SECRET_KEY", "RESQ_ADMIN_KEYS")
+
+
+def compose_command() -> list[str] | None:
+    """How to run Compose here: the ``docker compose`` plugin, else ``docker-compose``."""
+    docker = shutil.which("docker")
+    if docker:
+        probe = subprocess.run([docker, "compose", "version"], capture_output=True, timeout=30)
+        if probe.returncode == 0:
+            return [docker, "compose"]
+    standalone = shutil.which("docker-compose")
+    return [standalone] if standalone else None
+
+
+def test_compose_accepts_the_file() -> None:
+    command = compose_command()
+    if command is None:
+        message = "no Docker Compose here (neither `docker compose` nor `docker-compose`)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    result = subprocess.run(
+        [*command, "-f", "docker-compose.yml", "config", "--quiet"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "WARN" not in result.stderr, result.stderr  # e.g. a variable without a default
+
+
+# ---- the parsed file -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, Any]:
+    data = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+    assert isinstance(data, dict)
+    services: dict[str, Any] = data["services"]
+    return services
+
+
+def _command(service: dict[str, Any]) -> str:
+    command = service.get("command", "")
+    return " ".join(command) if isinstance(command, list) else str(command)
+
+
+def _healthcheck(service: dict[str, Any]) -> str:
+    test = service["healthcheck"]["test"]
+    return " ".join(test) if isinstance(test, list) else str(test)
+
+
+def _procfile() -> dict[str, str]:
+    lines = (REPO_ROOT / "Procfile").read_text().splitlines()
+    entries = (line.partition(":") for line in lines if line.strip())
+    return {name.strip(): command.strip() for name, _, command in entries}
+
+
+def test_the_six_services_each_with_a_healthcheck(services: dict[str, Any]) -> None:
+    assert set(services) == SERVICES
+    for name, service in services.items():
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    assert "redis-cli ping" in _healthcheck(services["redis"])
+    assert "pg_isready" in _healthcheck(services["postgres"])
+    assert "http://127.0.0.1:8080/healthz" in _healthcheck(services["api"])
+    assert "http://127.0.0.1:5555/healthcheck" in _healthcheck(services["flower"])
+    # The worker's check is a ping answered by this very node, not by any worker.
+    worker_check = _healthcheck(services["worker"])
+    assert 'inspect ping --destination "celery@$$HOSTNAME"' in worker_check
+    assert "/tmp/celerybeat-schedule" in _healthcheck(services["beat"])
+
+
+def test_worker_scales(services: dict[str, Any]) -> None:
+    worker = services["worker"]
+    assert "container_name" not in worker
+    assert "ports" not in worker
+    assert "--hostname" not in _command(worker)  # each replica keeps its own node name
+
+
+def test_worker_consumes_every_queue_like_the_procfile_and_launcher(
+    services: dict[str, Any],
+) -> None:
+    queues = f"--queues {','.join(keys.ALL_QUEUES)} "
+    assert set(keys.ALL_QUEUES) == {"resq", "resq.high", "resq.low", "resq.webhooks"}
+    assert queues in _command(services["worker"])
+    assert queues in _procfile()["worker"] + " "
+    assert queues.strip() in " ".join(worker_command(Settings()))
+
+
+def test_flower_runs_flower_on_the_apps_broker(services: dict[str, Any]) -> None:
+    flower = services["flower"]
+    assert "exec celery -A worker.celery_app flower --port=5555" in _command(flower)
+    assert flower["ports"] == ["127.0.0.1:${FLOWER_PORT:-5555}:5555"]  # no login: local only
+    procfile = _procfile()["flower"]
+    assert procfile.startswith("celery -A worker.celery_app flower ")
+    assert "--port=${FLOWER_PORT:-5555}" in procfile
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_services_install_resq_and_share_settings(services: dict[str, Any], name: str) -> None:
+    service = services[name]
+    # Each container has its own site-packages: each installs the project before running it.
+    assert _command(service).startswith("sh -c pip install --no-cache-dir -e . && ")
+    env = service["environment"]
+    assert set(SHARED_ENV) <= set(env)
+    assert env["DATABASE_URL"] == "postgresql://resq:resq@postgres:5432/resq"
+    assert env["REDIS_URL"] == "redis://redis:6379/0"
+    depends_on = service["depends_on"]
+    assert depends_on["redis"] == {"condition": "service_healthy"}
+    if name != "api":  # the api migrates the database; the rest start once it serves
+        assert depends_on["api"] == {"condition": "service_healthy"}
