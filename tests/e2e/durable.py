@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -137,3 +139,15 @@ class MiniStack:
         self.http.close()
         for log in self._logs:
             log.close()
+
+
+@contextmanager
+def running(root: Path, extra_env: dict[str, str] | None = None) -> Iterator[MiniStack]:
+    """A started MiniStack whose workers are ready; stopped afterwards."""
+    stack = MiniStack(root, extra_env=extra_env).start()
+    try:
+        for name in stack.workers:
+            stack.worker_ready(name)
+        yield stack
+    finally:
+        stack.close()

@@ -87,3 +87,14 @@ def assert_http_error(
     err = resp.json()["error"]
     assert (err["type"], err["code"], err["param"]) == (type_, code, param)
     assert resp.headers.get("x-request-id", "").startswith("req_")
+
+
+def output_text(raw: dict[str, Any]) -> str:
+    """The text of a raw Response's message output."""
+    return "".join(
+        part["text"]
+        for item in raw["output"]
+        if item["type"] == "message"
+        for part in item["content"]
+        if part["type"] == "output_text"
+    )

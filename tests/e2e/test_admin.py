@@ -16,7 +16,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.durable import MiniStack
+from tests.e2e.durable import MiniStack, running
 from tests.e2e.helpers import TERMINAL, assert_http_error, script, wait_status
 
 TENANT_KEY = "sk-admin-test-tenant-0123456789"
@@ -31,13 +31,8 @@ def mini(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MiniStack]:
         "RESQ_ADMIN_KEYS": ADMIN_KEY,
         "RESQ_LOG_FORMAT": "json",
     }
-    stack = MiniStack(tmp_path_factory.mktemp("admin"), extra_env=env).start()
-    try:
-        for name in stack.workers:
-            stack.worker_ready(name)
+    with running(tmp_path_factory.mktemp("admin"), env) as stack:
         yield stack
-    finally:
-        stack.close()
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from tests.e2e.helpers import (
     assert_error,
     check,
     create_raw,
+    output_text,
     raw_json,
     retrieve_raw,
     script,
@@ -32,20 +33,9 @@ MODEL = "resq-builtin"
 SHOW = script(show_context=True)
 
 
-def reply(raw: dict[str, Any]) -> str:
-    """The text of a Response's message output."""
-    return "".join(
-        part["text"]
-        for item in raw["output"]
-        if item["type"] == "message"
-        for part in item["content"]
-        if part["type"] == "output_text"
-    )
-
-
 def seen(raw: dict[str, Any]) -> list[str]:
     """What the built-in model said it was given (``show_context``), one entry per item."""
-    return reply(raw).split(" | ")
+    return output_text(raw).split(" | ")
 
 
 def rows_in_db(stack: Stack, response_id: str) -> tuple[int, int]:
@@ -180,7 +170,7 @@ def test_store_false_runs_and_leaves_nothing(client: openai.OpenAI, stack: Stack
     plain = create_raw(client, model=MODEL, input="keep this to yourself", store=False)
     check(plain)
     assert plain["status"] == "completed" and plain["store"] is False
-    assert reply(plain) == "You said: keep this to yourself"
+    assert output_text(plain) == "You said: keep this to yourself"
 
     with client.responses.stream(model=MODEL, input="stream it", store=False) as stream:
         streamed = stream.get_final_response()
@@ -241,7 +231,7 @@ def test_conversation_flow(client: openai.OpenAI, client_b: openai.OpenAI) -> No
     for item in items:
         adapter.validate_python(item.model_dump(exclude_unset=True))
     texts = [item.content[0].text for item in items]  # type: ignore[union-attr]
-    assert texts == ["hello", "first", "You said: first", SHOW, reply(second_raw)]
+    assert texts == ["hello", "first", "You said: first", SHOW, output_text(second_raw)]
     newest_first = client.conversations.items.list(conv.id)
     assert [i.id for i in newest_first.data] == [i.id for i in reversed(items)]
     assert newest_first.has_more is False
@@ -420,7 +410,7 @@ def test_compact_then_continue_from_the_compacted_items(client: openai.OpenAI) -
         input=[*compacted_raw["output"], {"role": "user", "content": SHOW}],
     )
     # Only the summary can have told the model what the assistant said.
-    told = reply(later)
+    told = output_text(later)
     assert "developer: Summary of the earlier conversation (compacted):" in told
     assert told.index("Summary") < told.index("assistant: You said: I like tea")
     assert told.endswith(f"user: {SHOW}")

@@ -24,7 +24,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.e2e.durable import MiniStack
+from tests.e2e.durable import MiniStack, running
 from tests.e2e.helpers import TERMINAL, script, wait_status
 
 pytestmark = pytest.mark.e2e
@@ -212,10 +212,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         "RESQ_ADMIN_KEYS": ADMIN_KEY,
         "RESQ_WORKER_CONCURRENCY": "2",
     }
-    stack = MiniStack(tmp_path_factory.mktemp("dashboard"), extra_env=env).start()
-    try:
-        for name in stack.workers:
-            stack.worker_ready(name)
+    with running(tmp_path_factory.mktemp("dashboard"), env) as stack:
         client = openai.OpenAI(
             base_url=f"{stack.root_url}/v1",
             api_key=TENANT_KEY,
@@ -244,8 +241,6 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             assert time.monotonic() < deadline, "no queue history samples after 30 s"
             time.sleep(0.5)
         yield live
-    finally:
-        stack.close()
 
 
 # ---- the tests -------------------------------------------------------------------------------

@@ -21,8 +21,16 @@ from sqlalchemy import create_engine, text
 
 from shared.embedded_redis import free_port
 from tests.compat import assert_all_spec_fields, assert_sdk_event, assert_sdk_response
-from tests.e2e.durable import MiniStack
-from tests.e2e.helpers import TERMINAL, assert_error, check, raw_json, script, wait_status
+from tests.e2e.durable import MiniStack, running
+from tests.e2e.helpers import (
+    TERMINAL,
+    assert_error,
+    check,
+    output_text,
+    raw_json,
+    script,
+    wait_status,
+)
 from tests.fakes.mcp_server import McpServerProcess
 from tests.fakes.upstream import FakeUpstream
 
@@ -88,13 +96,8 @@ base_url = "{upstream.base_url}"
         "RESQ_MODELS_FILE": str(models),
         "RESQ_MCP_TIMEOUT_SECONDS": "20",
     }
-    stack = MiniStack(root, extra_env=env).start()
-    try:
-        for name in stack.workers:
-            stack.worker_ready(name)
+    with running(root, env) as stack:
         yield stack
-    finally:
-        stack.close()
 
 
 @pytest.fixture
@@ -133,16 +136,6 @@ def types_of(raw: dict[str, Any]) -> list[str]:
     return [item["type"] for item in raw["output"]]
 
 
-def text_of(raw: dict[str, Any]) -> str:
-    return "".join(
-        part["text"]
-        for item in raw["output"]
-        if item["type"] == "message"
-        for part in item["content"]
-        if part["type"] == "output_text"
-    )
-
-
 # ---- MCP ---------------------------------------------------------------------------------
 
 
@@ -166,7 +159,7 @@ def test_mcp_lists_calls_and_loops_until_the_model_answers(
     )
     assert (add["status"], add["error"]) == ("completed", None)
     assert (echo["name"], echo["output"]) == ("echo", "hi")
-    assert text_of(raw) == "Tool results: 5; hi"
+    assert output_text(raw) == "Tool results: 5; hi"
     # The model was called three times: usage adds up over the loop.
     assert raw["usage"]["output_tokens"] >= 3
 
@@ -253,7 +246,7 @@ def test_approval_round_trip(client: openai.OpenAI, mcp: McpServerProcess) -> No
     assert types_of(approved) == ["mcp_call", "message"]
     made = approved["output"][0]
     assert (made["approval_request_id"], made["output"]) == (request["id"], "42")
-    assert text_of(approved) == "Tool results: 42"
+    assert output_text(approved) == "Tool results: 42"
 
     declined = create(
         client,
@@ -269,7 +262,7 @@ def test_approval_round_trip(client: openai.OpenAI, mcp: McpServerProcess) -> No
         tools=tools,
     )
     assert types_of(declined) == ["message"]
-    assert text_of(declined) == "Tool results: The user declined this tool call: not today"
+    assert output_text(declined) == "Tool results: The user declined this tool call: not today"
 
     with pytest.raises(openai.BadRequestError) as info:
         client.responses.create(
@@ -296,8 +289,8 @@ def test_a_failing_tool_is_reported_to_the_model(
     assert (failed["type"], failed["status"], failed["output"]) == ("mcp_call", "failed", None)
     assert failed["error"]["type"] == "mcp_tool_execution_error"
     assert "disk on fire" in json.dumps(failed["error"])
-    assert text_of(raw).startswith("Tool results: Error:")
-    assert "disk on fire" in text_of(raw)
+    assert output_text(raw).startswith("Tool results: Error:")
+    assert "disk on fire" in output_text(raw)
 
 
 def test_an_unreachable_server(client: openai.OpenAI) -> None:
@@ -310,7 +303,7 @@ def test_an_unreachable_server(client: openai.OpenAI) -> None:
     assert raw["status"] == "completed"
     listing = raw["output"][0]
     assert listing["type"] == "mcp_list_tools" and listing["error"]
-    assert text_of(raw) == "You said: hello"
+    assert output_text(raw) == "You said: hello"
 
     # A server that goes away between the listing and the call: the call fails, the model
     # is told, and the response still completes.
@@ -330,7 +323,7 @@ def test_an_unreachable_server(client: openai.OpenAI) -> None:
     assert (made["type"], made["status"]) == ("mcp_call", "failed")
     assert made["error"]["type"] == "http_error"
     assert answered["status"] == "completed"
-    assert text_of(answered).startswith("Tool results: Error:")
+    assert output_text(answered).startswith("Tool results: Error:")
 
 
 def test_credentials_are_used_but_never_returned_stored_or_logged(
@@ -432,7 +425,7 @@ def test_a_function_call_and_its_continuation(client: openai.OpenAI) -> None:
         input=[{"type": "function_call_output", "call_id": fc["call_id"], "output": "sunny"}],
         tools=[WEATHER],
     )
-    assert text_of(answered) == "Tool results: sunny"
+    assert output_text(answered) == "Tool results: sunny"
 
     with pytest.raises(openai.BadRequestError) as info:
         client.responses.create(

@@ -20,7 +20,7 @@ from openai.types.webhooks import (
 )
 
 from shared.webhooks import new_secret
-from tests.e2e.durable import MiniStack
+from tests.e2e.durable import MiniStack, running
 from tests.e2e.helpers import TERMINAL, script, wait_status
 from tests.fakes.receiver import Behaviour, Receiver, running_receiver
 
@@ -49,13 +49,8 @@ def mini(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MiniStack]:
         "RESQ_WEBHOOK_TIMEOUT_SECONDS": "15",
         "RESQ_WORKER_CONCURRENCY": "20",
     }
-    stack = MiniStack(tmp_path_factory.mktemp("webhooks"), extra_env=env).start()
-    try:
-        for name in stack.workers:
-            stack.worker_ready(name)
+    with running(tmp_path_factory.mktemp("webhooks"), env) as stack:
         yield stack
-    finally:
-        stack.close()
 
 
 def sdk(mini: MiniStack, key: str = KEY_A) -> openai.OpenAI:
