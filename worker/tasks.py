@@ -16,15 +16,22 @@ from shared.queue import (
     enqueue_delivery,
     enqueue_response,
     queue_depth,
+    queue_for,
 )
 from shared.store.admin import AdminStore
 from worker import webhooks
 from worker.execute import Limits, execute
 from worker.reaper import reap
-from worker.runtime import runtime
+from worker.runtime import Runtime, runtime
 
 
 def register(app: Celery) -> None:
+    def requeue(rt: Runtime, response_id: str) -> None:
+        """Send a lost job again, on the queue its service tier picks."""
+        row = rt.store.get_response(response_id=response_id)
+        tier = row.params.get("service_tier") if row is not None else None
+        enqueue_response(app, response_id, queue_for(tier))
+
     @app.task(name=RUN_RESPONSE, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
     def run_response(response_id: str) -> None:
         rt = runtime()
@@ -46,7 +53,7 @@ def register(app: Celery) -> None:
         reap(
             store=rt.store,
             bus=rt.bus,
-            enqueue=lambda response_id: enqueue_response(app, response_id),
+            enqueue=lambda response_id: requeue(rt, response_id),
             heartbeat_timeout=rt.settings.heartbeat_timeout_seconds,
             max_attempts=rt.settings.max_attempts,
             queue_depth=lambda: queue_depth(rt.bus.redis),
