@@ -35,7 +35,7 @@ from shared.settings import (
 from shared.store import Store
 from shared.store.tables import INPUT, ResponseRow
 from worker.heartbeat import Heartbeat
-from worker.mcp_client import McpCancelled
+from worker.mcp_results import McpCancelled
 from worker.providers.base import (
     Delta,
     Provider,

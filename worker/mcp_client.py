@@ -20,8 +20,7 @@ import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
@@ -45,9 +44,10 @@ from mcp_types import (
     Tool,
 )
 
+from worker.mcp_results import McpCancelled, McpError, McpTool
+
 logger = logging.getLogger(__name__)
 
-ErrorKind = Literal["protocol", "http", "connection", "tool"]
 _T = TypeVar("_T")
 
 _POLL_SECONDS = 0.2  # how often `cancelled` is asked
@@ -55,46 +55,6 @@ _GRACE_SECONDS = 2.0  # the waiting side gives up this long after the loop side'
 _MAX_PAGES = 100  # tools/list pages followed
 _FALLBACK_STATUSES = (404, 405)  # a streamable HTTP handshake answered so means "try SSE"
 _CLIENT_INFO = Implementation(name="resq", version="0.1.0")
-
-
-@dataclass(frozen=True)
-class McpTool:
-    """A tool as the server lists it; ``annotations`` uses the wire (camelCase) keys."""
-
-    name: str
-    description: str | None
-    input_schema: dict[str, Any]
-    annotations: dict[str, Any] | None
-
-
-class McpError(Exception):
-    """A failed MCP operation.
-
-    ``kind`` is ``"tool"`` (the tool ran and reported an error; ``content`` is its text),
-    ``"http"`` (``code`` is the HTTP status), ``"connection"`` (unreachable, refused or timed
-    out) or ``"protocol"`` (a JSON-RPC error, ``code`` is its code, or a malformed answer).
-    """
-
-    def __init__(
-        self,
-        kind: ErrorKind,
-        message: str,
-        *,
-        code: int | None = None,
-        content: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.kind: ErrorKind = kind
-        self.code = code
-        self.message = message
-        self.content = content
-
-    def __repr__(self) -> str:
-        return f"McpError(kind={self.kind!r}, code={self.code!r}, message={self.message!r})"
-
-
-class McpCancelled(Exception):
-    """The ``cancelled`` callback asked to stop; the call was abandoned."""
 
 
 def list_tools(url: str, *, headers: dict[str, str], timeout: float) -> list[McpTool]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from shared.errors import InvalidRequest
 from shared.netpolicy import OutboundPolicy
-from worker import mcp_client
+from worker.mcp_results import McpError
 from worker.stream_state import McpTarget
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,10 @@ class Toolbox:
         """The server's tools this request allows, or an error message."""
         try:
             self._check(server)
+            from worker import mcp_client  # the SDK loads on first use (worker.mcp_results)
+
             found = mcp_client.list_tools(server.url, headers=server.headers, timeout=self.timeout)
-        except mcp_client.McpError as exc:
+        except McpError as exc:
             log.warning("MCP server %s: listing tools failed: %s", server.label, exc.message)
             return [], exc.message
         tools = [
@@ -184,7 +186,7 @@ class Toolbox:
         self, label: str, tool: str, arguments: str, cancelled: Callable[[], bool]
     ) -> tuple[str | None, dict[str, Any] | None]:
         """Run one MCP call: (output, None) or (None, the mcp_call error object). Raises
-        ``mcp_client.McpCancelled`` when ``cancelled`` turns true meanwhile."""
+        ``McpCancelled`` when ``cancelled`` turns true meanwhile."""
         server = self.servers.get(label)
         if server is None:
             message = f"No MCP server labelled '{label}' in this request's tools."
@@ -199,6 +201,8 @@ class Toolbox:
             return None, {"type": "mcp_protocol_error", "code": -32602, "message": message}
         try:
             self._check(server)
+            from worker import mcp_client  # the SDK loads on first use (worker.mcp_results)
+
             output = mcp_client.call_tool(
                 server.url,
                 tool,
@@ -207,7 +211,7 @@ class Toolbox:
                 timeout=self.timeout,
                 cancelled=cancelled,
             )
-        except mcp_client.McpError as exc:
+        except McpError as exc:
             log.warning("MCP server %s: %s failed: %s", label, tool, exc.message)
             return None, _error_object(exc)
         return output, None
@@ -219,10 +223,10 @@ class Toolbox:
         try:
             self.outbound.check_url(server.url, param="server_url")
         except InvalidRequest as exc:
-            raise mcp_client.McpError("connection", exc.message) from None
+            raise McpError("connection", exc.message) from None
 
 
-def _error_object(exc: mcp_client.McpError) -> dict[str, Any]:
+def _error_object(exc: McpError) -> dict[str, Any]:
     if exc.kind == "tool":
         text = exc.content if exc.content is not None else exc.message
         return {"type": "mcp_tool_execution_error", "content": [{"type": "text", "text": text}]}
