@@ -320,8 +320,10 @@ def _set_paused(name: str, paused: bool) -> dict[str, Any]:
     d = deps()
     if paused:
         d.bus.redis.set(keys.paused(name), b"1")
-        d.celery.control.cancel_consumer(name)
+        # Waits (up to a second) for the live workers to confirm. A message a worker took
+        # in the meantime goes back to the queue when the worker sees the flag.
+        d.celery.control.cancel_consumer(name, reply=True, timeout=INSPECT_TIMEOUT_SECONDS)
     else:
         d.bus.redis.delete(keys.paused(name))
-        d.celery.control.add_consumer(name)
+        d.celery.control.add_consumer(name, reply=True, timeout=INSPECT_TIMEOUT_SECONDS)
     return {"name": name, "paused": paused}

@@ -48,6 +48,11 @@ def api_command(settings: Settings) -> list[str]:
         f"{settings.host}:{settings.port}",
         "--graceful-timeout",
         "10",
+        # Idle keep-alive connections stay open longer than load balancers' and clients'
+        # own idle timeouts (60 s is common), so a client never sends on a connection the
+        # server is closing at that moment (gunicorn's default is 2 s).
+        "--keep-alive",
+        "75",
         "--access-logfile",
         "-",
         "--log-level",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
-from celery import Celery
+from celery import Celery, Task
 
+from shared import keys
 from shared.metrics import sample_history
 from shared.queue import (
     DELIVER_WEBHOOK,
@@ -24,6 +26,10 @@ from worker.execute import Limits, execute
 from worker.reaper import reap
 from worker.runtime import Runtime, runtime
 
+log = logging.getLogger(__name__)
+
+PAUSED_RESEND_DELAY_SECONDS = 0.5
+
 
 def register(app: Celery) -> None:
     def requeue(rt: Runtime, response_id: str) -> None:
@@ -32,9 +38,25 @@ def register(app: Celery) -> None:
         tier = row.params.get("service_tier") if row is not None else None
         enqueue_response(app, response_id, queue_for(tier))
 
-    @app.task(name=RUN_RESPONSE, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-    def run_response(response_id: str) -> None:
+    @app.task(
+        name=RUN_RESPONSE,
+        bind=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        ignore_result=True,
+    )
+    def run_response(task: Task, response_id: str) -> None:
         rt = runtime()
+        queue = (task.request.delivery_info or {}).get("routing_key") or keys.QUEUE
+        if rt.bus.redis.exists(keys.paused(queue)):
+            # Taken from a queue that is paused: the pause reached this worker a moment
+            # late (or not at all). The job goes back to its queue untouched, and this
+            # worker stops consuming the queue, so it cannot spin on it.
+            log.info("response %s: queue %s is paused; sending it back", response_id, queue)
+            app.control.cancel_consumer(queue, destination=[task.request.hostname])
+            time.sleep(PAUSED_RESEND_DELAY_SECONDS)
+            enqueue_response(app, response_id, queue)
+            return
         execute(
             response_id,
             store=rt.store,
