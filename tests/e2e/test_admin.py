@@ -16,6 +16,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from shared import keys
 from tests.e2e.durable import MiniStack, running
 from tests.e2e.helpers import TERMINAL, assert_http_error, script, wait_status
 
@@ -205,6 +206,27 @@ def test_pause_and_resume_a_queue(
         assert admin.post("/v1/admin/queues/resq/resume").json()["paused"] is False
     assert wait_status(tenant, waiting.id, TERMINAL)["status"] == "completed"
     assert admin.post("/v1/admin/queues/nope/pause").status_code == 404
+
+
+def test_a_job_taken_from_a_paused_queue_goes_back(
+    mini: MiniStack, tenant: openai.OpenAI, admin: httpx.Client
+) -> None:
+    # The flag without the broadcast: as if the pause had not reached the workers yet.
+    mini.redis().set(keys.paused("resq"), b"1")
+    try:
+        bounced = tenant.responses.create(model=MODEL, background=True, input="bounce me")
+        deadline = time.monotonic() + 15
+        while not any(
+            f"response {bounced.id}: queue resq is paused" in mini.log(name)
+            for name in mini.workers
+        ):
+            assert time.monotonic() < deadline, "no worker sent the job back"
+            time.sleep(0.2)
+        time.sleep(1.5)  # every worker that took it has stopped consuming the queue
+        assert tenant.responses.retrieve(bounced.id).status == "queued"
+    finally:
+        admin.post("/v1/admin/queues/resq/resume")
+    assert wait_status(tenant, bounced.id, TERMINAL)["status"] == "completed"
 
 
 def test_requeue_and_cancel(tenant: openai.OpenAI, admin: httpx.Client) -> None:
