@@ -103,30 +103,29 @@ def _conversation(store: Store, items: list[dict[str, Any]]) -> str:
     return row.id
 
 
+def in_conversation(store: Store, response_id: str, conversation_id: str) -> None:
+    """Echo ``{"id": conversation_id}`` in the response's params, as the API writes it."""
+    with store.session() as s:
+        row = s.get(ResponseRow, response_id)
+        assert row is not None
+        row.params = {**row.params, "conversation": {"id": conversation_id}}
+        s.add(row)
+        s.commit()
+
+
 def test_a_finished_response_appends_its_items_to_its_conversation(store: Store) -> None:
     conversations = ConversationStore(store)
     conv = _conversation(store, [message("msg_seed", "seed")])
-    body = {"model": "m", "input": "x", "conversation": conv}
+    body = {"model": "m", "input": "x"}
     create(store, "resp_ok", items=[message("msg_seed"), message("msg_q", "q")], body=body)
-    # The params echo {"id": ...} as the API writes it.
-    with store.session() as s:
-        row = s.get(ResponseRow, "resp_ok")
-        assert row is not None
-        row.params = {**row.params, "conversation": {"id": conv}}
-        s.add(row)
-        s.commit()
+    in_conversation(store, "resp_ok", conv)
     finish(store, "resp_ok", [output_message("msg_a", "a")])
     ids = [item["id"] for item in conversations.all_items(conversation_id=conv)]
     # msg_seed was replayed as input: it is not added twice.
     assert ids == ["msg_seed", "msg_q", "msg_a"]
 
     create(store, "resp_bad", items=[message("msg_q2", "q2")], body=body)
-    with store.session() as s:
-        row = s.get(ResponseRow, "resp_bad")
-        assert row is not None
-        row.params = {**row.params, "conversation": {"id": conv}}
-        s.add(row)
-        s.commit()
+    in_conversation(store, "resp_bad", conv)
     store.claim(response_id="resp_bad", now=T0)
     store.finish(response_id="resp_bad", status=Status.FAILED, now=T0, output=[])
     assert len(conversations.all_items(conversation_id=conv)) == 3
