@@ -26,6 +26,7 @@ from shared.context import (
     invalid_compaction,
     model_items,
     previous_not_found,
+    text_message,
 )
 from shared.errors import (
     IdempotencyKeyReused,
@@ -501,8 +502,8 @@ def compact(deps: Deps, body: Any, *, tenant: str) -> dict[str, Any]:
             param="input",
             code="missing_required_parameter",
         )
-    lead = [] if req.instructions is None else [_message("developer", req.instructions)]
-    job_items = [*lead, *context.items, _message("user", COMPACTION_PROMPT)]
+    lead = [] if req.instructions is None else [text_message("developer", req.instructions)]
+    job_items = [*lead, *context.items, text_message("user", COMPACTION_PROMPT)]
     job = parse_create_request(
         {
             "model": req.model,
@@ -551,17 +552,6 @@ def compact(deps: Deps, body: Any, *, tenant: str) -> dict[str, Any]:
         "output": [*kept, compaction],
         "usage": final["usage"],
     }
-
-
-def _message(role: str, text: str) -> dict[str, Any]:
-    return ensure_id(
-        {
-            "type": "message",
-            "role": role,
-            "status": "completed",
-            "content": [{"type": "input_text", "text": text}],
-        }
-    )
 
 
 def _is_user_message(item: dict[str, Any]) -> bool:

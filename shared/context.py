@@ -136,9 +136,7 @@ def model_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         itype = item.get("type")
         if itype == "compaction":
             summary = decode_compaction(item.get("encrypted_content")) or ""
-            out.append(
-                _text_message(item.get("id"), "developer", f"{COMPACTION_HEADER}\n{summary}")
-            )
+            out.append(text_message("developer", f"{COMPACTION_HEADER}\n{summary}", item.get("id")))
         elif itype == "mcp_call":
             result = item.get("output")
             if item.get("error"):
@@ -168,7 +166,8 @@ def mcp_error_text(error: Any) -> str:
     return str(error)
 
 
-def _text_message(item_id: Any, role: str, text: str) -> dict[str, Any]:
+def text_message(role: str, text: str, item_id: Any = None) -> dict[str, Any]:
+    """A completed message with one ``input_text`` part (no id unless given)."""
     return {
         "id": item_id,
         "type": "message",

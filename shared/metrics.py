@@ -33,6 +33,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from shared import keys
+from shared.queue import queue_depth
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 
@@ -243,7 +244,7 @@ def sample_history(client: redis.Redis, store: _Counts, *, now: float) -> None:
     """Append one queue sample (depth, in progress, finished so far) to ``keys.HISTORY``."""
     sample = {
         "at": round(now, 3),
-        "depth": sum(n for q, n in queue_depths(client).items() if q in keys.JOB_QUEUES),
+        "depth": queue_depth(client),
         "in_progress": store.active_by_status().get("in_progress", 0),
         "finished_total": finished_total(client),
     }

@@ -177,9 +177,10 @@ class Run:
         self.finished = []
         self.last_flush = time.monotonic()
 
-    def context(self) -> tuple[list[dict[str, Any]], Fitted]:
-        """The context as stored (inherited history, then this response's input) and what
-        the model sees of it, fitted to the route's window (``shared.context``)."""
+    def context(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Fitted]:
+        """This response's own input items, the whole context as stored (inherited history,
+        then that input), and what the model sees of it, fitted to the route's window
+        (``shared.context``)."""
         p = self.row.params
         own = self.store.items(response_id=self.row.id, kind=INPUT)
         inherited = history(
@@ -190,7 +191,7 @@ class Run:
         raw = inherited + own
         items = model_items(raw)
         if self.route is None:
-            return raw, Fitted(items, 0)
+            return own, raw, Fitted(items, 0)
         fitted = fit(
             items,
             instructions=p.get("instructions"),
@@ -198,7 +199,7 @@ class Run:
             route=self.route,
             truncation=p.get("truncation"),
         )
-        return raw, fitted
+        return own, raw, fitted
 
     def _publish(self, events: list[StreamEvent]) -> None:
         """Publish events of items the worker adds itself (MCP listings and calls) now."""
@@ -210,7 +211,7 @@ class Run:
         """Run the model, and the MCP tools it calls, until it answers, fails, stops for
         the client (function calls, approval requests), or a cancel arrives."""
         try:
-            raw, fitted = self.context()
+            own, raw, fitted = self.context()
             credentials = (
                 unseal(self.secret_key, self.row.tool_secrets) if self.row.tool_secrets else {}
             )
@@ -227,7 +228,7 @@ class Run:
             outbound=self.outbound,
         )
         self._list_tools(box, raw)
-        stopped = self._run_approved(box, raw)
+        stopped = self._run_approved(box, raw, own)
         if stopped is not None:
             return stopped
         self.state.mcp = box.targets
@@ -283,11 +284,13 @@ class Run:
                     continue
             box.register(label, tools)
 
-    def _run_approved(self, box: Toolbox, raw: list[dict[str, Any]]) -> Outcome | None:
-        """Make the calls this request's ``mcp_approval_response`` items approve."""
+    def _run_approved(
+        self, box: Toolbox, raw: list[dict[str, Any]], own: list[dict[str, Any]]
+    ) -> Outcome | None:
+        """Make the calls this request's ``mcp_approval_response`` items (in ``own``, its
+        input) approve."""
         requests = {i["id"]: i for i in raw if i.get("type") == "mcp_approval_request"}
         made = {i.get("approval_request_id") for i in raw if i.get("type") == "mcp_call"}
-        own = self.store.items(response_id=self.row.id, kind=INPUT)
         for answer in own:
             request_id = answer.get("approval_request_id")
             if answer.get("type") != "mcp_approval_response" or not answer.get("approve"):
