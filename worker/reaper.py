@@ -6,17 +6,20 @@ A lost job is re-queued (and run from the start by the next worker) only if its 
 holds nothing but the lifecycle events ``created``/``queued``/``in_progress`` — no output has
 reached any client — and it has attempts left (``RESQ_MAX_ATTEMPTS``). The re-run continues the
 log's numbering, so a resuming client never sees two events with one sequence number.
-Otherwise it ends ``failed`` with an ``error`` event and ``response.failed`` appended to its log.
+Otherwise it ends ``failed`` with an ``error`` event and ``response.failed`` appended to its log,
+keeping what it had streamed: its output items are rebuilt from its log (``worker.replay``), as
+a cancelled response keeps its partial output.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from shared.bus import EventBus
+from shared.bus import EventBus, StoredEvent
 from shared.lifecycle import close_log
 from shared.schema.response import Status
 from shared.store import Store
@@ -28,11 +31,13 @@ from shared.store.jobs import (
 )
 from shared.store.tables import OUTPUT, ResponseRow
 from worker.execute import LIFECYCLE_START
+from worker.replay import OUTPUT_EVENT_TYPES, merge_saved, replay
 
 log = logging.getLogger(__name__)
 
 # A job the reaper re-queued is not re-sent as "stuck" for this long.
 RESEND_GRACE_SECONDS = 600.0
+READ_BATCH = 1000  # events per read of a lost job's log
 
 
 @dataclass
@@ -143,15 +148,30 @@ def _close_ended_logs(
 
 
 def _fail(store: Store, bus: EventBus, row: ResponseRow, message: str, *, now: float) -> bool:
+    output = _streamed_output(store, bus, row.id)
     final_row = store.finish(
         response_id=row.id,
         status=Status.FAILED,
         now=int(now),
-        output=store.items(response_id=row.id, kind=OUTPUT),
+        output=output,
         error={"code": "server_error", "message": message},
     )
     if final_row is None or final_row.status != Status.FAILED:
         return False
-    log.error("response %s: %s", row.id, message)
+    log.error("response %s: %s (%d output items kept)", row.id, message, len(output))
     close_log(store, bus, final_row)  # error + response.failed, after the log's last event
     return True
+
+
+def _streamed_output(store: Store, bus: EventBus, response_id: str) -> list[dict[str, Any]]:
+    """The output items the job had streamed, rebuilt from its log; the store's copy of
+    each item its worker had finished and saved."""
+    events = (e.json() for e in _whole_log(bus, response_id) if e.type in OUTPUT_EVENT_TYPES)
+    return merge_saved(replay(events), store.items(response_id=response_id, kind=OUTPUT))
+
+
+def _whole_log(bus: EventBus, response_id: str) -> Iterator[StoredEvent]:
+    after = -1
+    while batch := bus.read(response_id, after=after, count=READ_BATCH):
+        yield from batch
+        after = batch[-1].sequence_number

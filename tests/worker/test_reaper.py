@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import copy
+import itertools
+import json
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
+
+from openai.types.responses import ResponseOutputItem
+from pydantic import TypeAdapter
 
 from shared.bus import Emitter, EventBus
-from shared.schema.events import Event, OutputItemEvent, ResponseEvent
+from shared.schema.events import Event, OutputItemEvent, ResponseEvent, StreamEvent
 from shared.schema.response import Status
 from shared.store import Store
 from shared.store.tables import OUTPUT
+from tests.compat import assert_wire_response
 from tests.worker.test_execute import events, instant, script, submit
 from worker.execute import Limits, execute
+from worker.providers.base import Delta, ReasoningDelta, RefusalDelta, TextDelta, ToolCallDelta
 from worker.providers.builtin import BuiltinModel
 from worker.reaper import Reaped, reap
+from worker.replay import merge_saved, replay
+from worker.stream_state import McpTarget, StreamState
 
 LONG_AGO = 1_000
 
@@ -216,3 +228,274 @@ def test_cancelled_while_its_worker_died_ends_its_log(store: Store, bus: EventBu
     assert log[-1].type == "response.incomplete"
     assert log[-1].json()["response"]["status"] == "cancelled"
     assert [e.sequence_number for e in log] == list(range(len(log)))
+
+
+# ---- a lost job keeps what it streamed (worker.replay) -----------------------------------
+
+Step = Callable[[StreamState], list[StreamEvent]]
+
+
+def ids_in_order() -> Callable[[str], str]:
+    numbers = itertools.count(1)
+    return lambda prefix: f"{prefix}_{next(numbers)}"
+
+
+def deltas(*items: Delta) -> list[Step]:
+    return [lambda state, d=d: state.apply(d) for d in items]  # type: ignore[misc]
+
+
+def lose_mid_run(store: Store, bus: EventBus, rid: str, steps: list[Step]) -> StreamState:
+    """A worker claimed the job, streamed these steps (saving each item it finished, as
+    ``Run._flush`` does) and died. Returns its stream state at that moment."""
+    row = store.claim(response_id=rid, now=LONG_AGO)
+    assert row is not None
+    snap = store.render(row, output=[])
+    emitter = Emitter(bus, rid)
+    emitter.emit(
+        ResponseEvent(type="response.created", response=snap),
+        ResponseEvent(type="response.in_progress", response=snap),
+    )
+    state = StreamState(new_id=ids_in_order())
+    for step in steps:
+        emitter.emit(*step(state))
+        for index in state.take_done():
+            store.save_output_item(response_id=rid, position=index, item=state.output[index])
+    return state
+
+
+def cancelled(state: StreamState) -> list[dict[str, Any]]:
+    """The output a cancel at this point would have left (``Run.finish``)."""
+    state = copy.deepcopy(state)
+    state.close("incomplete")
+    return state.output
+
+
+def reap_failed(store: Store, bus: EventBus, rid: str) -> tuple[list[dict[str, Any]], Any]:
+    """Reap the lost job; its stored output and the Response its ``response.failed`` carries,
+    after checking the log is gap-free and parses for the SDK."""
+    assert run_reaper(store, bus, []).failed == [rid]
+    row = store.get_response(response_id=rid)
+    assert row is not None and row.status == "failed"
+    assert row.error == {
+        "code": "server_error",
+        "message": "The worker running this response stopped after output had started "
+        "streaming, so it was not re-run.",
+    }
+    log = events(bus, rid)
+    assert [e.sequence_number for e in log] == list(range(len(log)))
+    assert [e.type for e in log][-2:] == ["error", "response.failed"]
+    final = log[-1].json()["response"]
+    output = store.items(response_id=rid, kind=OUTPUT)
+    assert final["output"] == output and final == store.render(row)
+    return output, assert_wire_response(final)
+
+
+def test_lost_mid_message_keeps_its_text(store: Store, bus: EventBus) -> None:
+    rid = submit(store, "hi")
+    state = lose_mid_run(store, bus, rid, deltas(TextDelta("Hello "), TextDelta("there")))
+    assert store.items(response_id=rid, kind=OUTPUT) == []  # nothing had finished
+    output, parsed = reap_failed(store, bus, rid)
+    assert output == [
+        {
+            "id": "msg_1",
+            "type": "message",
+            "status": "incomplete",
+            "role": "assistant",
+            "content": [
+                {"type": "output_text", "text": "Hello there", "annotations": [], "logprobs": []}
+            ],
+        }
+    ]
+    assert output == cancelled(state)
+    assert parsed.output_text == "Hello there"
+
+
+def test_lost_after_one_item_keeps_it_and_the_half_streamed_next(
+    store: Store, bus: EventBus
+) -> None:
+    rid = submit(store, "hi")
+    state = lose_mid_run(
+        store,
+        bus,
+        rid,
+        deltas(
+            ReasoningDelta("Thinking "),
+            ReasoningDelta("first."),
+            TextDelta("The answer "),
+            TextDelta("is"),
+        ),
+    )
+    saved = store.items(response_id=rid, kind=OUTPUT)
+    assert [(i["type"], i["status"]) for i in saved] == [("reasoning", "completed")]
+    output, parsed = reap_failed(store, bus, rid)
+    assert output == cancelled(state)
+    assert output[0] == saved[0]
+    assert output[0]["summary"] == [{"type": "summary_text", "text": "Thinking first."}]
+    assert [(i["type"], i["status"]) for i in output] == [
+        ("reasoning", "completed"),
+        ("message", "incomplete"),
+    ]
+    assert output[1]["content"][0]["text"] == "The answer is"
+    assert parsed.output_text == "The answer is"
+
+
+def test_lost_mid_function_call_keeps_its_arguments_so_far(store: Store, bus: EventBus) -> None:
+    rid = submit(store, "hi")
+    state = lose_mid_run(
+        store,
+        bus,
+        rid,
+        deltas(
+            TextDelta("Let me look."),
+            ToolCallDelta(index=0, call_id="call_9", name="get_weather"),
+            ToolCallDelta(index=0, arguments='{"city": '),
+            ToolCallDelta(index=0, arguments='"Par'),
+        ),
+    )
+    output, parsed = reap_failed(store, bus, rid)
+    assert output == cancelled(state)
+    assert output[1] == {
+        "id": "fc_2",
+        "type": "function_call",
+        "status": "incomplete",
+        "call_id": "call_9",
+        "name": "get_weather",
+        "arguments": '{"city": "Par',
+    }
+    assert [(i.type, i.status) for i in parsed.output] == [
+        ("message", "completed"),
+        ("function_call", "incomplete"),
+    ]
+
+
+def test_lost_background_job_with_only_lifecycle_events_is_still_requeued(
+    store: Store, bus: EventBus
+) -> None:
+    rid = submit(store, "hi", background=True)
+    row = store.claim(response_id=rid, now=LONG_AGO)
+    assert row is not None
+    snap = store.render(row, output=[])
+    Emitter(bus, rid).emit(
+        *(
+            ResponseEvent(type=t, response=snap)  # type: ignore[arg-type]
+            for t in ("response.created", "response.queued", "response.in_progress")
+        )
+    )
+    sent: list[str] = []
+    reaped = run_reaper(store, bus, sent)
+    assert reaped.requeued == sent == [rid] and reaped.failed == []
+    assert [e.type for e in events(bus, rid)] == [
+        "response.created",
+        "response.queued",
+        "response.in_progress",
+    ]
+    row = store.get_response(response_id=rid)
+    assert row is not None and row.status == "queued"
+    assert store.items(response_id=rid, kind=OUTPUT) == []
+
+
+def mcp_run() -> list[Step]:
+    """Every kind of output item, worker-added MCP items included, in one run."""
+    return [
+        lambda s: s.start_list_tools("docs")[1],
+        lambda s: s.finish_list_tools(0, [{"name": "lookup", "input_schema": {}}], None),
+        lambda s: s.start_mcp_call("docs", "lookup", '{"q": 1}', "mcpr_0")[1],
+        lambda s: s.finish_mcp_call(1, output="found", error=None),
+        *deltas(
+            ReasoningDelta("Hmm, "),
+            ReasoningDelta("let me see."),
+            TextDelta("Partly "),
+            TextDelta("yes"),
+            RefusalDelta("but no "),
+            RefusalDelta("more."),
+            ToolCallDelta(index=0, call_id="call_1", name="get_weather"),
+            ToolCallDelta(index=0, arguments='{"city":'),
+            ToolCallDelta(index=0, arguments='"Oslo"}'),
+            ToolCallDelta(index=1, name="lookup"),
+            ToolCallDelta(index=1, arguments='{"q":'),
+            ToolCallDelta(index=1, arguments=' "x"}'),
+            ToolCallDelta(index=2, name="ask"),
+            ToolCallDelta(index=2, arguments="{}"),
+        ),
+        lambda s: s.end_turn(),
+    ]
+
+
+def test_replay_at_every_point_of_a_run_gives_what_a_cancel_gives() -> None:
+    steps = mcp_run()
+    adapter: TypeAdapter[ResponseOutputItem] = TypeAdapter(ResponseOutputItem)
+    for cut in range(len(steps) + 1):
+        state = StreamState(new_id=ids_in_order())
+        state.mcp = {
+            "lookup": McpTarget(server_label="docs", tool="lookup", approval=False),
+            "ask": McpTarget(server_label="docs", tool="ask", approval=True),
+        }
+        streamed: list[dict[str, Any]] = []
+        for step in steps[:cut]:
+            wired = [e.wire(len(streamed) + i) for i, e in enumerate(step(state))]
+            streamed += json.loads(json.dumps(wired))
+        rebuilt, expected = replay(streamed), cancelled(state)
+        # The one thing a log lacks: an approval request's arguments are not streamed, they
+        # arrive with its output_item.done.
+        approval_done = any(
+            e["item"]["type"] == "mcp_approval_request"
+            for e in streamed
+            if "item" in e and e["type"] == "response.output_item.done"
+        )
+        for item in expected:
+            if item["type"] == "mcp_approval_request" and not approval_done:
+                item["arguments"] = ""
+        assert rebuilt == expected, f"after step {cut}"
+        for item in rebuilt:
+            adapter.validate_python(item, strict=True)
+    assert [i["type"] for i in rebuilt] == [
+        "mcp_list_tools",
+        "mcp_call",
+        "reasoning",
+        "message",
+        "function_call",
+        "mcp_call",
+        "mcp_approval_request",
+    ]
+    # the turn ended; only the MCP call the worker had not yet run is left open
+    assert [i.get("status") for i in rebuilt] == [
+        None,
+        "completed",
+        "completed",
+        "completed",
+        "completed",
+        "incomplete",
+        None,
+    ]
+    assert [c.get("text", c.get("refusal")) for c in rebuilt[3]["content"]] == [
+        "Partly yes",
+        "but no more.",
+    ]
+
+
+def test_replay_a_cut_between_an_items_closing_events() -> None:
+    state = StreamState(new_id=ids_in_order())
+    opened = state.apply(TextDelta("Hi"))
+    closing = state.close("completed")
+    assert [e.type for e in closing] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+    ]
+    for cut in range(len(closing) - 1):  # the text, then its part, done; the item not
+        rebuilt = replay(e.wire(i) for i, e in enumerate([*opened, *closing[: cut + 1]]))
+        assert rebuilt == [{**state.output[0], "status": "incomplete"}]
+    assert replay(e.wire(i) for i, e in enumerate([*opened, *closing])) == state.output
+
+
+def test_merge_saved_prefers_the_stores_copy() -> None:
+    streamed = [
+        {"id": "msg_1", "type": "message", "status": "completed", "content": []},
+        {"id": "fc_2", "type": "function_call", "status": "incomplete", "arguments": "{"},
+    ]
+    saved = [
+        {"id": "msg_1", "type": "message", "status": "completed", "content": ["kept"]},
+        {"id": "rs_0", "type": "reasoning", "status": "completed", "summary": []},
+    ]
+    assert merge_saved(streamed, saved) == [saved[0], streamed[1], saved[1]]
+    assert merge_saved([], saved) == saved
