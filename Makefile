@@ -19,7 +19,7 @@ define install
 	fi
 endef
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run cli test lint typecheck pytest bench clean
 
 $(PY):
 	$(PYTHON) -m venv --without-pip $(VENV)
@@ -35,6 +35,10 @@ $(DEV_DEPS): $(RUN_DEPS)
 
 run: $(RUN_DEPS)
 	exec $(PY) -m shared.launcher
+
+# The operator CLI against the running stack: `make cli ARGS="queue --watch"`.
+cli: $(RUN_DEPS)
+	@$(VENV)/bin/resq $(ARGS)
 
 lint: $(DEV_DEPS)
 	$(VENV)/bin/ruff check api worker shared tests

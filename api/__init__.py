@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from api import admin, conversations, dashboard, errors, models, responses, webhooks
+from api import admin, conversations, dashboard, errors, health, models, responses, webhooks
 from api.auth import Authenticator
 from api.context import Deps
 from shared import ids, logs
@@ -24,7 +24,7 @@ from shared.store.webhooks import WebhookStore
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = {"/healthz", "/metrics", "/admin", "/admin/"}
+PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics", "/admin", "/admin/"}
 
 
 def create_app(
@@ -112,11 +112,8 @@ def create_app(
         """Prometheus text format; public, like /healthz (it holds counts, no content)."""
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
-    @app.get("/healthz")
-    def healthz() -> Response:
-        return jsonify({"status": "ok"})
-
     errors.register(app)
+    app.register_blueprint(health.bp)
     app.register_blueprint(responses.bp)
     app.register_blueprint(models.bp)
     app.register_blueprint(webhooks.bp)

@@ -1,4 +1,5 @@
-"""kombu's Redis transport with acks that survive a broker outage (and a cheaper client).
+"""kombu's Redis transport with acks (and restores) that survive a broker outage (and a
+cheaper client).
 
 With late acks, a job's message is acknowledged when the job ends. kombu's Redis QoS removes
 the message from Redis first and only then frees the local prefetch slot; when Redis is down at
@@ -25,6 +26,14 @@ from kombu.transport import virtual
 
 log = logging.getLogger(__name__)
 
+# Messages this process had received and not yet acknowledged when its broker connection died
+# with Redis down: kombu puts them back in their queue as the channel closes, and that fails
+# while Redis is away. They stay in Redis's unacked set, which kombu would re-queue only after
+# the visibility timeout (hours). Kept here, outside the channel that failed, and put back by
+# the next channel as soon as Redis answers. (A running job's message put back is harmless:
+# its claim fails while the job runs or after it ended.)
+_unrestored: set[str] = set()
+
 
 class QoS(kombu_redis.QoS):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -43,8 +52,9 @@ class QoS(kombu_redis.QoS):
         try:
             self.restore_by_tag(delivery_tag, leftmost=True)
         except self.channel.connection_errors as exc:
-            # Still in Redis's unacked set: re-queued after the visibility timeout.
-            log.warning("could not requeue %s now (%s); Redis will redeliver it", delivery_tag, exc)
+            # Still in Redis's unacked set: put back once Redis answers.
+            log.warning("could not requeue %s now (%s); will retry", delivery_tag, exc)
+            _unrestored.add(delivery_tag)
         virtual.QoS.ack(self, delivery_tag)
 
     def flush_removals(self) -> None:
@@ -60,9 +70,33 @@ class QoS(kombu_redis.QoS):
             return
         self.pending_removals.difference_update(tags)
 
+    def restore_unacked(self, client: Any = None) -> None:
+        """As the channel closes: put every unacknowledged message back in its queue, or keep
+        it for the next channel if Redis is away."""
+        _unrestored.update(self._delivered)
+        self._delivered.clear()
+        self.retry_restores(client)
+
+    def retry_restores(self, client: Any = None) -> None:
+        for tag in list(_unrestored):
+            try:
+                self.restore_by_tag(tag, client=client)
+            except self.channel.connection_errors as exc:
+                log.warning(
+                    "%d message(s) wait for Redis to go back in their queue: %s",
+                    len(_unrestored),
+                    exc,
+                )
+                return
+            _unrestored.discard(tag)
+            log.info("message %s is back in its queue", tag)
+
     def restore_visible(self, *args: Any, **kwargs: Any) -> None:
-        # Called by the consumer loop on every poll cycle: a good moment to retry removals.
+        # Called by the consumer loop on every poll cycle: a good moment to retry removals
+        # and restores that failed while Redis was away.
         self.flush_removals()
+        if _unrestored:
+            self.retry_restores()
         super().restore_visible(*args, **kwargs)
 
 

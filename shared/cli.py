@@ -5,8 +5,9 @@
     resq responses list|show|cancel|requeue  find and act on responses
     resq queues pause|resume NAME            stop or restart a queue's consumption
 
-The API's URL comes from ``--url`` or ``RESQ_URL`` (default ``http://127.0.0.1:8080``), the
-admin key from ``--key`` or ``RESQ_ADMIN_KEY``. ``--json`` prints the API's JSON as it came.
+The API's URL comes from ``--url`` or ``RESQ_URL``, else from ``RESQ_HOST``/``RESQ_PORT`` as
+the server reads them (default ``http://127.0.0.1:8080``); the admin key from ``--key`` or
+``RESQ_ADMIN_KEY``. ``--json`` prints the API's JSON as it came.
 Times are shown in UTC.
 
 Exit status: 0 done; 1 the API answered with an error (its message goes to stderr); 2 the API
@@ -21,7 +22,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 from urllib.parse import quote
@@ -250,9 +251,26 @@ def error_message(response: httpx.Response) -> str:
     except ValueError:
         body = None
     error = body.get("error") if isinstance(body, dict) else None
+    hint = ""
+    if response.status_code == 401:
+        hint = "; pass the admin key with --key or set RESQ_ADMIN_KEY"
     if isinstance(error, dict) and error.get("message"):
-        return f"{error['message']} (HTTP {response.status_code})"
-    return f"the API answered HTTP {response.status_code} {response.reason_phrase}".rstrip()
+        return f"{error['message']} (HTTP {response.status_code}){hint}"
+    status = f"the API answered HTTP {response.status_code} {response.reason_phrase}".rstrip()
+    return status + hint
+
+
+def default_url(env: Mapping[str, str]) -> str:
+    """``RESQ_URL``, else the address a server started with the same ``RESQ_HOST`` and
+    ``RESQ_PORT`` listens on (a wildcard host is reached on loopback)."""
+    if env.get("RESQ_URL"):
+        return env["RESQ_URL"]
+    host = env.get("RESQ_HOST") or "127.0.0.1"
+    if host in ("0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{env.get('RESQ_PORT') or '8080'}"
 
 
 class AdminApi:
@@ -419,7 +437,10 @@ def _common() -> argparse.ArgumentParser:
     """Options every command takes, before or after its name (``resq --json queue`` and
     ``resq queue --json``); defaults are set once, on the top-level parser."""
     common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
-    common.add_argument("--url", help=f"the resq API (env RESQ_URL; default {DEFAULT_URL})")
+    common.add_argument(
+        "--url",
+        help=f"the resq API (env RESQ_URL, else RESQ_HOST/RESQ_PORT; default {DEFAULT_URL})",
+    )
     common.add_argument("--key", help="the admin key (env RESQ_ADMIN_KEY)")
     common.add_argument("--json", action="store_true", help="print the API's JSON")
     common.add_argument(
@@ -484,7 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error (argparse has printed it)
         return exc.code if isinstance(exc.code, int) else 0
-    url = args.url or os.environ.get("RESQ_URL") or DEFAULT_URL
+    url = args.url or default_url(os.environ)
     key = args.key or os.environ.get("RESQ_ADMIN_KEY")
     try:
         with AdminApi(url, key, timeout=args.timeout) as api:

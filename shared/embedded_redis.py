@@ -56,7 +56,10 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
+        """Start it (again, after a crash: from its append-only file, on the same port)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()
         args = [
             redis_executable(),
             "--port",
@@ -78,8 +81,15 @@ class EmbeddedRedis:
             "--logfile",
             str((self.data_dir / "redis.log").resolve()),
         ]
+        # A process group of its own: a terminal's Ctrl-C reaches the launcher, which stops
+        # Redis last, after everything that writes to it (shared.supervisor).
         self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=die_with_parent
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=die_with_parent,
+            process_group=0,
         )
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + timeout

@@ -16,6 +16,11 @@ METRICS = f"{PREFIX}:metrics"  # hash: every counter and histogram bucket (share
 OPEN_STREAMS = f"{PREFIX}:metrics:streams"  # hash: open SSE streams per API process
 HISTORY = f"{PREFIX}:history"  # list: queue samples, newest first (shared.metrics)
 HISTORY_LENGTH = 720  # one hour at one sample every 5 s
+# sorted set: each worker node's name, scored by the time of its last heartbeat (taken while
+# its consumer runs); /readyz and the worker's container check read it (worker.presence).
+WORKERS = f"{PREFIX}:workers"
+WORKER_BEAT_SECONDS = 5.0  # how often a worker writes its heartbeat
+WORKER_FRESH_SECONDS = 20.0  # a worker heartbeat older than this is stale
 
 CANCEL_TTL_SECONDS = 24 * 3600
 

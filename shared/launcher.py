@@ -1,8 +1,10 @@
-"""``make run``: the whole embedded stack in one command.
+"""``make run``: the whole embedded stack in one command, supervised.
 
-Starts a private Redis (unless ``REDIS_URL`` is set), migrates the database, then runs the
-API (gunicorn, gevent worker) and one Celery worker (gevent pool) as child processes. Prints
-the URL and a curl to try. SIGINT/SIGTERM stop everything it started.
+Checks the configuration first (``shared.preflight``: one line and exit status 1 on a
+problem), starts a private Redis (unless ``REDIS_URL`` is set), then the API (gunicorn, gevent
+worker), one Celery worker (gevent pool) and beat as child processes, and prints where
+everything is once the stack is ready. ``shared.supervisor`` restarts a child that dies and
+stops them all in order on SIGINT/SIGTERM (a second one stops at once).
 """
 
 from __future__ import annotations
@@ -15,21 +17,36 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from shared import keys
+import redis
+
+from shared import keys, preflight
 from shared.embedded_redis import EmbeddedRedis, die_with_parent
+from shared.presence import fresh_workers
 from shared.routing import BUILTIN_MODEL
 from shared.settings import Settings
-from shared.store import migrate
+from shared.supervisor import POLL_SECONDS, Child, CrashLoop, Supervisor
 
 log = logging.getLogger("resq")
 
+READY_TIMEOUT_SECONDS = 60.0
+API_GRACE_MARGIN_SECONDS = 5.0  # the API's graceful timeout, past the workers' grace
+
 
 def spawn(command: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(command, env=env, preexec_fn=die_with_parent, **kwargs)
+    """A child in a process group of its own (a terminal's Ctrl-C reaches only the
+    launcher), that gets SIGTERM if the launcher dies."""
+    return subprocess.Popen(
+        command,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
+        process_group=0,
+        **kwargs,
+    )
 
 
 def api_command(settings: Settings) -> list[str]:
@@ -46,8 +63,10 @@ def api_command(settings: Settings) -> list[str]:
         "2000",
         "--bind",
         f"{settings.host}:{settings.port}",
+        # Requests in flight (a sync create waiting for its job) may finish while the
+        # workers drain their running jobs.
         "--graceful-timeout",
-        "10",
+        f"{settings.shutdown_grace_seconds + API_GRACE_MARGIN_SECONDS:g}",
         # Idle keep-alive connections stay open longer than load balancers' and clients'
         # own idle timeouts (60 s is common), so a client never sends on a connection the
         # server is closing at that moment (gunicorn's default is 2 s).
@@ -86,7 +105,11 @@ def worker_command(settings: Settings, name: str = "resq@%h") -> list[str]:
 def beat_command(settings: Settings) -> list[str]:
     """Celery beat: schedules the reaper (``resq.reap``). Beat cannot be embedded in a gevent
     worker, so it is its own (small) process; one per deployment is enough, and a second one
-    is harmless (every reaper step is a conditional update)."""
+    is harmless (every reaper step is a conditional update).
+
+    Its schedule is kept in memory (Celery's base ``Scheduler``): every entry repeats every
+    few seconds, so nothing is worth keeping across restarts, and there is no schedule file
+    that a killed beat could leave half-written for the next start to trip over."""
     return [
         sys.executable,
         "-m",
@@ -94,8 +117,8 @@ def beat_command(settings: Settings) -> list[str]:
         "-A",
         "worker.celery_app",
         "beat",
-        "--schedule",
-        str((settings.var_dir / "celerybeat-schedule").resolve()),
+        "--scheduler",
+        "celery.beat:Scheduler",
         "--loglevel",
         settings.log_level,
     ]
@@ -137,63 +160,139 @@ def local_secret_key(path: Path) -> str:
     return path.read_text().strip()
 
 
-def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="resq: %(message)s")
-    settings = Settings.from_env()
-    settings.var_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    redis_server = None
-    if not settings.redis_url:
-        redis_server = EmbeddedRedis(settings.var_dir / "redis").start()
-        env["REDIS_URL"] = redis_server.url
-        log.info(
-            "started a private Redis at %s (data in %s)",
-            redis_server.url,
-            settings.var_dir / "redis",
-        )
-    env["DATABASE_URL"] = settings.database_url
-    if not settings.secret_key:
-        env["RESQ_SECRET_KEY"] = local_secret_key(settings.var_dir / "secret.key")
-    migrate.upgrade(settings.database_url)
-    settings = Settings.from_env(env)
-    processes: list[subprocess.Popen[bytes]] = []
-    stopping = False
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+def wait_ready(
+    url: str,
+    redis_url: str,
+    supervisor: Supervisor,
+    orphaned: Callable[[], bool],
+    timeout: float = READY_TIMEOUT_SECONDS,
+) -> bool:
+    """Wait until a worker beats and ``/readyz`` answers 200 (Redis, the database and a
+    worker are there), keeping the children supervised meanwhile. False if a stop was asked
+    for first. (The worker's heartbeat is read from Redis, so the API's access log does not
+    fill with probes while the worker starts.)"""
+    client = redis.Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
+    deadline = time.monotonic() + timeout
     try:
-        processes.append(spawn(api_command(settings), env))
-        processes.append(spawn(worker_command(settings), env))
-        processes.append(spawn(beat_command(settings), env))
-        url = f"http://{settings.host}:{settings.port}"
-        wait_healthy(url, 60, processes)
-        print(
-            f"\nresq is running at {url}/v1  (Ctrl-C stops it)\n\n"
-            f"  curl -s {url}/v1/responses -H 'Content-Type: application/json' \\\n"
-            f'    -d \'{{"model": "{BUILTIN_MODEL}", "input": "hi"}}\'\n',
-            flush=True,
-        )
-        parent = os.getppid()
-        while not stopping:
-            if any(p.poll() is not None for p in processes):
-                log.error("a resq process exited; stopping the rest")
-                return 1
-            if os.getppid() != parent:  # whoever started us (make) is gone: so are we
-                break
-            time.sleep(0.2)
-        return 0
-    except RuntimeError as exc:
-        log.error("%s", exc)
-        return 1
+        while time.monotonic() < deadline:
+            if supervisor.stop_requests or orphaned():
+                return False
+            supervisor.watch_once()
+            if _worker_there(client) and _answers(f"{url}/readyz"):
+                return True
+            time.sleep(POLL_SECONDS)
     finally:
-        log.info("stopping")
-        stop_all(processes)
-        if redis_server is not None:
-            redis_server.stop()
+        client.close()
+    raise CrashLoop(f"resq was not ready at {url}/readyz within {timeout:g} s (see above)")
+
+
+def _worker_there(client: redis.Redis) -> bool:
+    try:
+        return bool(fresh_workers(client))
+    except redis.RedisError:
+        return False
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return bool(r.status == 200)
+    except OSError:  # refused while gunicorn starts, or a 503 (HTTPError)
+        return False
+
+
+def banner(settings: Settings, url: str, redis_url: str) -> str:
+    grace = settings.shutdown_grace_seconds
+    return (
+        f"\nresq is running at {url}/v1  (Ctrl-C stops it: running jobs get {grace:g} s "
+        "to finish; Ctrl-C again stops at once)\n\n"
+        f"  try it     curl -s {url}/v1/responses -H 'Content-Type: application/json' \\\n"
+        f'               -d \'{{"model": "{BUILTIN_MODEL}", "input": "hi"}}\'\n'
+        f"  dashboard  {url}/admin\n"
+        f"  metrics    {url}/metrics     readiness  {url}/readyz\n"
+        "  CLI        .venv/bin/resq queue   (or: make cli ARGS=workers)\n"
+        f"  Flower     REDIS_URL={redis_url} .venv/bin/celery -A worker.celery_app flower\n"
+    )
+
+
+def main() -> int:
+    parent = os.getppid()
+
+    def orphaned() -> bool:
+        """Whoever started us (make) is gone."""
+        return os.getppid() != parent
+
+    logging.basicConfig(level=logging.INFO, format="resq: %(message)s")
+    env = dict(os.environ)
+    try:
+        settings = preflight.load_settings(env)
+        try:
+            settings.var_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise preflight.ConfigError(
+                f"RESQ_VAR_DIR: cannot create {settings.var_dir}: {exc.strerror}"
+            ) from None
+        env["DATABASE_URL"] = settings.database_url
+        if not settings.secret_key:
+            env["RESQ_SECRET_KEY"] = local_secret_key(settings.var_dir / "secret.key")
+        preflight.check(env)
+    except preflight.ConfigError as exc:
+        print(f"resq: cannot start: {exc}", file=sys.stderr, flush=True)
+        return 1
+    children: list[Child] = []
+    if not settings.redis_url:
+        redis_server = EmbeddedRedis(settings.var_dir / "redis")
+        env["REDIS_URL"] = redis_server.url
+        children.append(Child("redis", lambda: _started(redis_server)))
+    settings = Settings.from_env(env)
+    children += [
+        Child("api", lambda: spawn(api_command(settings), env)),
+        Child("worker", lambda: spawn(worker_command(settings), env)),
+        Child("beat", lambda: spawn(beat_command(settings), env)),
+    ]
+    supervisor = Supervisor(children, grace_seconds=settings.shutdown_grace_seconds)
+    signal.signal(signal.SIGINT, supervisor.request_stop)
+    signal.signal(signal.SIGTERM, supervisor.request_stop)
+    url = f"http://{_reachable(settings.host)}:{settings.port}"
+    status = 0
+    try:
+        supervisor.start_all()
+        if wait_ready(url, settings.redis_url, supervisor, orphaned):
+            print(banner(settings, url, settings.redis_url), flush=True)
+        while not supervisor.stop_requests:
+            if orphaned():  # whoever started us (make) is gone: so are we
+                break
+            supervisor.watch_once()
+            time.sleep(POLL_SECONDS)
+    except CrashLoop as exc:
+        log.error("%s", exc)
+        status = 1
+    except RuntimeError as exc:  # the private Redis could not start
+        log.error("%s", exc)
+        status = 1
+    log.info(
+        "stopping: running jobs have up to %g s to finish (Ctrl-C again stops at once)",
+        settings.shutdown_grace_seconds,
+    )
+    supervisor.stop_all(
+        first=["worker"],
+        api=["api"],
+        then=["beat"],
+        last=["redis"] if "redis" in supervisor.children else [],
+    )
+    log.info("stopped")
+    return status
+
+
+def _started(redis_server: EmbeddedRedis) -> subprocess.Popen[bytes]:
+    redis_server.start()
+    log.info("Redis at %s (data in %s)", redis_server.url, redis_server.data_dir)
+    assert redis_server.process is not None
+    return redis_server.process
+
+
+def _reachable(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
 if __name__ == "__main__":

@@ -26,6 +26,11 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # After a broker reconnect Celery would cut the prefetch count by the jobs still
+        # running and earn it back one new ack at a time, so a worker whose jobs ran through a
+        # Redis restart takes one job at a time for a while. Its slots are gevent greenlets,
+        # not processes: keep them all.
+        worker_enable_prefetch_count_reduction=False,
         task_ignore_result=True,
         result_backend=None,
         broker_connection_retry_on_startup=True,

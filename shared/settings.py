@@ -34,6 +34,7 @@ DEFAULT_WEBHOOK_BACKOFF_SECONDS = 5.0
 DEFAULT_WEBHOOK_BACKOFF_MAX_SECONDS = 3 * 3600.0
 DEFAULT_WEBHOOK_SWEEP_SECONDS = 5.0
 DEFAULT_MCP_TIMEOUT_SECONDS = 60.0
+DEFAULT_SHUTDOWN_GRACE_SECONDS = 30.0
 
 
 class SettingsError(ValueError):
@@ -123,6 +124,7 @@ class Settings:
     admin_keys: tuple[str, ...] = ()
     log_format: str = "text"  # or "json"
     mcp_timeout_seconds: float = DEFAULT_MCP_TIMEOUT_SECONDS
+    shutdown_grace_seconds: float = DEFAULT_SHUTDOWN_GRACE_SECONDS
     log_level: str = "INFO"
 
     @property
@@ -206,6 +208,9 @@ class Settings:
             log_format=(env.get("RESQ_LOG_FORMAT") or "text").lower(),
             mcp_timeout_seconds=_float(
                 env, "RESQ_MCP_TIMEOUT_SECONDS", DEFAULT_MCP_TIMEOUT_SECONDS
+            ),
+            shutdown_grace_seconds=_float(
+                env, "RESQ_SHUTDOWN_GRACE_SECONDS", DEFAULT_SHUTDOWN_GRACE_SECONDS
             ),
             log_level=(env.get("RESQ_LOG_LEVEL") or "INFO").upper(),
         )

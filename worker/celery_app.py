@@ -6,11 +6,15 @@ import logging
 from typing import Any
 
 import redis
-from celery.signals import worker_ready
+from celery import bootsteps
+from celery.signals import worker_ready, worker_shutting_down
 
 from shared import keys, logs
+from shared.bus import make_redis
 from shared.queue import make_celery
 from shared.settings import Settings
+from worker.drain import PROCESS_DRAIN
+from worker.presence import Presence
 from worker.tasks import register
 
 settings = Settings.from_env()
@@ -18,6 +22,7 @@ logs.configure(settings.log_level, settings.log_format)
 app = make_celery(settings)
 register(app)
 log = logging.getLogger(__name__)
+_presence: list[Presence] = []
 
 
 @worker_ready.connect
@@ -31,3 +36,39 @@ def _honour_paused_queues(sender: Any = None, **_kwargs: Any) -> None:
                 log.info("queue %s is paused: not consuming it", queue)
     finally:
         client.close()
+
+
+@worker_ready.connect
+def _start_presence(sender: Any = None, **_kwargs: Any) -> None:
+    """Beat while the consumer runs and holds a broker connection (``worker.presence``)."""
+    if sender is None:
+        return
+
+    def consuming() -> bool:
+        connection = sender.connection
+        return bool(
+            sender.blueprint.state == bootsteps.RUN
+            and connection is not None
+            and connection.connected
+        )
+
+    _presence.append(
+        Presence(
+            make_redis(settings.redis_url, max_connections=2), sender.hostname, consuming=consuming
+        ).start()
+    )
+
+
+@worker_shutting_down.connect
+def _drain(sig: str = "", how: str = "", **_kwargs: Any) -> None:
+    """Warm shutdown: running jobs get ``RESQ_SHUTDOWN_GRACE_SECONDS`` to finish; then each
+    hands itself back or fails (``worker.drain``). Runs in a signal handler: flags only."""
+    for presence in _presence:
+        presence.stop()
+    if how == "Warm":
+        PROCESS_DRAIN.begin(settings.shutdown_grace_seconds)
+        log.info(
+            "worker stopping (%s): running jobs have %g s to finish",
+            sig,
+            settings.shutdown_grace_seconds,
+        )

@@ -33,7 +33,9 @@ from shared.settings import (
     Settings,
 )
 from shared.store import Store
+from shared.store.jobs import requeue
 from shared.store.tables import INPUT, ResponseRow
+from worker.drain import Drain
 from worker.heartbeat import Heartbeat
 from worker.mcp_results import McpCancelled
 from worker.providers.base import (
@@ -124,8 +126,10 @@ class Run:
         outbound: OutboundPolicy | None = None,
         mcp_timeout: float = DEFAULT_MCP_TIMEOUT_SECONDS,
         metrics: Recorder | None = None,
+        drain: Drain | None = None,
     ) -> None:
         self.row = row
+        self.drain = drain or Drain()
         self.store = store
         self.bus = bus
         self.provider = provider
@@ -219,8 +223,9 @@ class Run:
             log.warning("response %s: cannot prepare the run: %s", self.row.id, exc.message)
             return Outcome(Status.FAILED, error={"code": "invalid_prompt", "message": exc.message})
         self.truncation_details = fitted.details()
-        if self.bus.cancel_requested(self.row.id):
-            return Outcome(Status.CANCELLED)
+        stopped = self._stop_requested()
+        if stopped is not None:
+            return stopped
         box = Toolbox.from_params(
             self.row.params.get("tools") or [],
             credentials,
@@ -262,6 +267,26 @@ class Run:
             detail = "max_output_tokens" if reason == "length" else "content_filter"
             return Outcome(Status.INCOMPLETE, incomplete_details={"reason": detail})
         return Outcome(Status.COMPLETED)
+
+    def _stop_requested(self) -> Outcome | None:
+        """How the run must end now, if it must: a cancel arrived, or the worker is shutting
+        down and its grace period is over (``worker.drain``)."""
+        if self.bus.cancel_requested(self.row.id):
+            return Outcome(Status.CANCELLED)
+        if not self.drain.expired():
+            return None
+        if not self.state.output and not self.pending:
+            # Nothing but the lifecycle events went out: back to the queue, untouched.
+            return Outcome(Status.QUEUED)
+        log.warning("response %s: the worker is shutting down; failing the run", self.row.id)
+        return Outcome(
+            Status.FAILED,
+            error={
+                "code": "server_error",
+                "message": "The worker running this response shut down after output had "
+                "started streaming (RESQ_SHUTDOWN_GRACE_SECONDS ran out), so it was not re-run.",
+            },
+        )
 
     def _waiting_for_client(self) -> bool:
         """The model called a client function or asked for an approval: the client acts."""
@@ -309,9 +334,10 @@ class Run:
 
     def _call(self, box: Toolbox, index: int) -> Outcome | None:
         """Run one pending MCP call and publish how it ended; an Outcome if the run must
-        stop (a cancel arrived)."""
-        if self.bus.cancel_requested(self.row.id):
-            return Outcome(Status.CANCELLED)
+        stop (a cancel arrived, or the worker's grace period ran out)."""
+        stopped = self._stop_requested()
+        if stopped is not None:
+            return stopped
         item = self.state.output[index]
         self.calls_made += 1
         try:
@@ -319,10 +345,10 @@ class Run:
                 item["server_label"],
                 item["name"],
                 item["arguments"],
-                cancelled=lambda: self.bus.cancel_requested(self.row.id),
+                cancelled=lambda: self._stop_requested() is not None,
             )
         except McpCancelled:
-            return Outcome(Status.CANCELLED)
+            return self._stop_requested() or Outcome(Status.CANCELLED)
         self._publish(self.state.finish_mcp_call(index, output=output, error=error))
         return None
 
@@ -334,26 +360,29 @@ class Run:
         try:
             with DeltaFeed(self.provider.stream(request)) as feed:
                 while True:
-                    wait = None
+                    # A quiet upstream still wakes the run to look for a cancel or a stop.
+                    wait = CANCEL_CHECK_SECONDS
                     if self.pending:
                         wait = max(0.0, self.last_flush + FLUSH_SECONDS - time.monotonic())
                     delta = feed.next(wait)
-                    if delta is DeltaFeed.QUIET:
-                        self._flush()
-                        continue
                     if delta is DeltaFeed.END:
                         return None
-                    if self.first_output is None and isinstance(delta, OUTPUT_DELTAS):
-                        self.first_output = self.clock()
-                    self.pending += self.state.apply(delta)
-                    self.finished += self.state.done_indexes
+                    if delta is DeltaFeed.QUIET:
+                        if self.pending:
+                            self._flush()
+                    else:
+                        if self.first_output is None and isinstance(delta, OUTPUT_DELTAS):
+                            self.first_output = self.clock()
+                        self.pending += self.state.apply(delta)
+                        self.finished += self.state.done_indexes
+                        if time.monotonic() - self.last_flush >= FLUSH_SECONDS:
+                            self._flush()
                     now = time.monotonic()
-                    if now - self.last_flush >= FLUSH_SECONDS:
-                        self._flush()
                     if now - last_check >= CANCEL_CHECK_SECONDS:
                         last_check = now
-                        if self.bus.cancel_requested(self.row.id):
-                            return Outcome(Status.CANCELLED)
+                        stopped = self._stop_requested()
+                        if stopped is not None:
+                            return stopped
                         if now - started > self.time_limit:
                             return self._over_time()
         except ProviderError as exc:
@@ -441,12 +470,16 @@ def execute(
     secret_key: str | None = None,
     outbound: OutboundPolicy | None = None,
     metrics: Recorder | None = None,
-) -> None:
-    """Run a queued response to its end. Does nothing if it already ended or started."""
+    drain: Drain | None = None,
+) -> bool:
+    """Run a queued response to its end. Does nothing if it already ended or started.
+
+    True if the run was handed back instead (``worker.drain``): the response is ``queued``
+    again, and the caller sends its message again."""
     row = store.claim(response_id=response_id, now=int(clock()))
     if row is None:
         log.info("response %s: not claimable (ended, cancelled or taken); skipping", response_id)
-        return
+        return False
     route = None
     try:
         provider = provider_for(row.model)
@@ -465,6 +498,7 @@ def execute(
         outbound=outbound,
         mcp_timeout=limits.mcp_timeout_seconds,
         metrics=metrics,
+        drain=drain,
     )
     with (
         logs.bind(response_id=row.id, tenant=row.tenant, model=row.model),
@@ -472,10 +506,10 @@ def execute(
             bus, response_id, every=limits.heartbeat_seconds, ttl=limits.heartbeat_timeout_seconds
         ),
     ):
-        _run(run, response_id)
+        return _run(run, response_id)
 
 
-def _run(run: Run, response_id: str) -> None:
+def _run(run: Run, response_id: str) -> bool:
     run.start_events()
     try:
         outcome = run.generate()
@@ -488,7 +522,15 @@ def _run(run: Run, response_id: str) -> None:
                 "message": "resq worker error while running the response",
             },
         )
+    if outcome.status == Status.QUEUED:
+        assert run.row.started_at is not None
+        if requeue(run.store, response_id=response_id, started_at=run.row.started_at, refund=True):
+            log.info("response %s: the worker is shutting down; handed back", response_id)
+            return True
+        # Cancelled (or taken over by the reaper) meanwhile: end it as the store now says.
+        outcome = Outcome(Status.CANCELLED)
     run.finish(outcome)
+    return False
 
 
 class DeltaFeed:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
+import redis
 from celery import Celery, Task
 
 from shared import keys
@@ -22,6 +23,7 @@ from shared.queue import (
 )
 from shared.store.admin import AdminStore
 from worker import webhooks
+from worker.drain import PROCESS_DRAIN
 from worker.execute import Limits, execute
 from worker.reaper import reap
 from worker.runtime import Runtime, runtime
@@ -29,6 +31,17 @@ from worker.runtime import Runtime, runtime
 log = logging.getLogger(__name__)
 
 PAUSED_RESEND_DELAY_SECONDS = 0.5
+
+
+def _paused(rt: Runtime, queue: str) -> bool:
+    """Whether operators paused ``queue``. Redis away: run the job (the pause is advisory;
+    losing the message to a failed task would leave the job queued until the reaper
+    re-sends it)."""
+    try:
+        return bool(rt.bus.redis.exists(keys.paused(queue)))
+    except redis.RedisError as exc:
+        log.warning("cannot read the pause flag of %s (%s); running the job", queue, exc)
+        return False
 
 
 def register(app: Celery) -> None:
@@ -48,7 +61,7 @@ def register(app: Celery) -> None:
     def run_response(task: Task, response_id: str) -> None:
         rt = runtime()
         queue = (task.request.delivery_info or {}).get("routing_key") or keys.QUEUE
-        if rt.bus.redis.exists(keys.paused(queue)):
+        if _paused(rt, queue):
             # Taken from a queue that is paused: the pause reached this worker a moment
             # late (or not at all). The job goes back to its queue untouched, and this
             # worker stops consuming the queue, so it cannot spin on it.
@@ -57,7 +70,7 @@ def register(app: Celery) -> None:
             time.sleep(PAUSED_RESEND_DELAY_SECONDS)
             enqueue_response(app, response_id, queue)
             return
-        execute(
+        handed_back = execute(
             response_id,
             store=rt.store,
             bus=rt.bus,
@@ -67,7 +80,10 @@ def register(app: Celery) -> None:
             secret_key=rt.settings.secret_key,
             outbound=rt.outbound,
             metrics=rt.metrics,
+            drain=PROCESS_DRAIN,
         )
+        if handed_back:  # the worker is stopping: another one runs it
+            requeue(rt, response_id)
 
     @app.task(name=REAP, ignore_result=True)
     def reap_lost_jobs() -> None:

@@ -54,9 +54,13 @@ def ended_between(store: Store, *, since: int, until: int, limit: int = 2000) ->
     )
 
 
-def requeue(store: Store, *, response_id: str, started_at: int) -> bool:
+def requeue(store: Store, *, response_id: str, started_at: int, refund: bool = False) -> bool:
     """Put a lost job back to ``queued`` so a worker can claim it again; only if it is still
-    the attempt that was seen (nobody finished or re-claimed it meanwhile)."""
+    the attempt that was seen (nobody finished or re-claimed it meanwhile). ``refund``: the
+    attempt does not count (a stopping worker handed the job back before any output)."""
+    values: dict[str, Any] = {"status": Status.QUEUED.value, "started_at": None}
+    if refund:
+        values["attempts"] = ResponseRow.attempts - 1
     with store.session() as s:
         result = s.execute(
             update(ResponseRow)
@@ -65,7 +69,7 @@ def requeue(store: Store, *, response_id: str, started_at: int) -> bool:
                 col(ResponseRow.status) == Status.IN_PROGRESS.value,
                 col(ResponseRow.started_at) == started_at,
             )
-            .values(status=Status.QUEUED.value, started_at=None)
+            .values(**values)
         )
         s.commit()
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]

@@ -38,6 +38,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+CONNECT_TIMEOUT_SECONDS = 10
+
+
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     """An engine for SQLite (WAL, foreign keys on) or Postgres (psycopg 3)."""
     if url.startswith("sqlite"):
@@ -49,7 +52,14 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size * 4, pool_pre_ping=True)
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size * 4,
+        pool_pre_ping=True,
+        # A database host that does not answer fails a connect in seconds, not never.
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+    )
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,11 @@ class Store:
     def session(self) -> Iterator[Session]:
         with Session(self.engine, expire_on_commit=False) as session:
             yield session
+
+    def ping(self) -> None:
+        """One round trip to the database; raises if it does not answer."""
+        with self.engine.connect() as connection:
+            connection.execute(select(literal(1)))
 
     # ---- create and read ---------------------------------------------------------------
 

@@ -20,14 +20,20 @@ from shared.embedded_redis import EmbeddedRedis, free_port
 from shared.launcher import api_command, beat_command, stop_all, wait_healthy, worker_command
 from shared.settings import Settings
 from shared.store import migrate
-from tests.e2e.test_launcher import alive, descendants
+from tests.e2e.launched import alive, descendants
 
 DURABLE_ENV = {
     "RESQ_HEARTBEAT_SECONDS": "0.5",
     "RESQ_HEARTBEAT_TIMEOUT_SECONDS": "2",
     "RESQ_REAPER_INTERVAL_SECONDS": "1",
     "RESQ_MAX_ATTEMPTS": "3",
+    # A message a worker popped as Redis went down is gone from the broker (kombu pops it,
+    # then records it as unacked): the reaper re-sends a job queued this long.
+    "RESQ_QUEUED_RESEND_SECONDS": "5",
     "RESQ_WORKER_CONCURRENCY": "4",
+    # The API's graceful stop lasts this + 5 s when a client keeps an idle connection open;
+    # the tests wait 15 s for it.
+    "RESQ_SHUTDOWN_GRACE_SECONDS": "5",
     "RESQ_LOG_LEVEL": "INFO",
 }
 

@@ -11,9 +11,11 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.responses import ResponseOutputMessage
 
+from tests.e2e import launched
 from tests.e2e.durable import DURABLE_ENV, MiniStack
-from tests.e2e.helpers import TERMINAL, script
+from tests.e2e.helpers import TERMINAL, check, retrieve_raw, script
 from tests.e2e.streams import TERMINAL_TYPES, check_stream, read_stream
 
 pytestmark = pytest.mark.e2e
@@ -32,13 +34,7 @@ def mini(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MiniStack]:
 
 
 def wait_terminal(client: openai.OpenAI, rid: str, timeout: float = RECOVERY_SECONDS) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = client.responses.retrieve(rid)
-        if got.status in TERMINAL:
-            return got
-        assert time.monotonic() < deadline, f"{rid} still {got.status}"
-        time.sleep(0.1)
+    return launched.wait_terminal(client, rid, timeout)
 
 
 def max_running_together(client: openai.OpenAI, rids: list[str], timeout: float = 30) -> int:
@@ -108,6 +104,44 @@ def test_worker_killed_after_output_fails_cleanly(mini: MiniStack) -> None:
     events = log_of(mini, rid)
     assert [e["type"] for e in events][-2:] == ["error", "response.failed"]
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
+
+
+def test_worker_killed_mid_message_the_failed_response_keeps_its_text(mini: MiniStack) -> None:
+    client = mini.client()
+    answer = " ".join(f"word{i}" for i in range(300))
+    rid = client.responses.create(
+        model="resq-builtin", background=True, input=script(text=answer, delay_ms=30)
+    ).id
+    pid = runner_pid(mini, rid)
+    r = mini.redis()
+    deadline = time.monotonic() + 10
+    while (
+        sum(f[b"t"] == b"response.output_text.delta" for _i, f in r.xrange(f"resq:events:{rid}"))
+        < 5
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    mini.kill_pid(pid)  # mid-message: no output_item.done yet, nothing saved in the store
+    mini.add_worker()
+    final = wait_terminal(client, rid)
+    events = log_of(mini, rid)
+    streamed = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    assert streamed and answer.startswith(streamed) and streamed != answer
+    assert "response.output_item.done" not in [e["type"] for e in events]
+    assert final.status == "failed"
+    assert final.error is not None and final.error.code == "server_error"
+    assert "stopped after output had started" in final.error.message
+    assert [(i.type, i.status) for i in final.output] == [("message", "incomplete")]
+    message = final.output[0]
+    assert isinstance(message, ResponseOutputMessage) and message.role == "assistant"
+    assert [part.type for part in message.content] == ["output_text"]
+    assert final.output_text == streamed
+    raw = check(retrieve_raw(client, rid))  # every spec field, the SDK parses it losslessly
+    assert raw == final
+    # the log ends as the store does: the same partial output in response.failed
+    assert [e["type"] for e in events][-2:] == ["error", "response.failed"]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert events[-1]["response"] == retrieve_raw(client, rid)
 
 
 def test_sigterm_lets_running_jobs_finish_and_loses_nothing(mini: MiniStack) -> None:

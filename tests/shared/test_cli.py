@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 
 from shared import cli
@@ -629,3 +630,26 @@ def test_watch_in_a_process_redraws_until_sigint(api: FakeAdminApi) -> None:
 def test_resq_console_script_is_registered() -> None:
     (entry,) = metadata.entry_points(group="console_scripts", name="resq")
     assert entry.value == "shared.cli:main"
+
+
+@pytest.mark.parametrize(
+    ("env", "url"),
+    [
+        ({}, "http://127.0.0.1:8080"),
+        ({"RESQ_PORT": "9000"}, "http://127.0.0.1:9000"),
+        ({"RESQ_HOST": "0.0.0.0", "RESQ_PORT": "9000"}, "http://127.0.0.1:9000"),
+        ({"RESQ_HOST": "::1"}, "http://[::1]:8080"),
+        ({"RESQ_HOST": "10.0.0.5", "RESQ_URL": "http://lb:80"}, "http://lb:80"),
+    ],
+)
+def test_the_default_url_follows_the_server_settings(env: dict[str, str], url: str) -> None:
+    assert cli.default_url(env) == url
+
+
+def test_a_401_says_how_to_pass_the_admin_key() -> None:
+    body = {"error": {"message": "Missing bearer token.", "type": "invalid_request_error"}}
+    response = httpx.Response(401, json=body)
+    assert cli.error_message(response) == (
+        "Missing bearer token. (HTTP 401); pass the admin key with --key or set RESQ_ADMIN_KEY"
+    )
+    assert cli.error_message(httpx.Response(403, json=body)).endswith("(HTTP 403)")

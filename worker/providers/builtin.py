@@ -10,6 +10,7 @@ model"):
            "error": {"message": "upstream exploded", "code": "server_error", "after_tokens": 3}}
 
 ``words`` N produces N generated words after ``text``; ``delay_ms`` paces every token;
+``wait_ms`` is a silence before the first one (an upstream that thinks before it speaks);
 ``max_output_tokens`` is honoured (the run stops with finish reason ``length``).
 ``rounds`` scripts a tool loop: a list of rounds of calls; after the user's message it makes
 round one, after their results round two, and so on, then answers ``text`` (or ``Tool
@@ -126,6 +127,8 @@ class BuiltinModel:
             return Usage(_input_tokens(request), emitted, reasoning_tokens)
 
         calls = _planned_calls(script, request)
+        if script.get("wait_ms"):
+            self.sleep(float(script["wait_ms"]) / 1000.0)
         try:
             if script.get("reasoning"):
                 yield from produce(ReasoningDelta, str(script["reasoning"]))
