@@ -1,5 +1,6 @@
 """docker-compose.yml: Compose itself accepts it, and it has the shape resq's deployment needs
-(six services, each with a healthcheck, a worker that scales, Flower, shared settings).
+(one image for every resq service, a one-shot migration, health checks, a worker that scales
+and drains, Flower, persistent Redis and Postgres, shared settings).
 
 ``docker compose config`` needs only the client, no engine. Without a Compose (neither the
 ``docker compose`` plugin nor ``docker-compose``) that test is skipped locally and fails in CI
@@ -9,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,9 +24,15 @@ from shared.launcher import worker_command
 from shared.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SERVICES = {"api", "worker", "beat", "redis", "postgres", "flower"}
-APP_SERVICES = ("api", "worker", "beat", "flower")  # run resq's code
-SHARED_ENV = ("REDIS_URL", "DATABASE_URL", "RESQ_SECRET_KEY", "RESQ_ADMIN_KEYS")
+SERVICES = {"api", "worker", "beat", "redis", "postgres", "flower", "migrate"}
+APP_SERVICES = ("migrate", "api", "worker", "beat", "flower")  # run resq's code
+SHARED_ENV = (
+    "REDIS_URL",
+    "DATABASE_URL",
+    "RESQ_SECRET_KEY",
+    "RESQ_ADMIN_KEYS",
+    "RESQ_SHUTDOWN_GRACE_SECONDS",
+)
 
 
 def compose_command() -> list[str] | None:
@@ -77,23 +85,38 @@ def _healthcheck(service: dict[str, Any]) -> str:
     return " ".join(test) if isinstance(test, list) else str(test)
 
 
+def _seconds(duration: str) -> float:
+    """A Compose duration such as ``45s`` or ``1m30s``."""
+    units = {"h": 3600, "m": 60, "s": 1}
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", duration)
+    assert parts and duration, duration
+    return sum(int(n) * units[u] for n, u in zip(parts.groups(), "hms", strict=True) if n)
+
+
 def _procfile() -> dict[str, str]:
     lines = (REPO_ROOT / "Procfile").read_text().splitlines()
     entries = (line.partition(":") for line in lines if line.strip())
     return {name.strip(): command.strip() for name, _, command in entries}
 
 
-def test_the_six_services_each_with_a_healthcheck(services: dict[str, Any]) -> None:
+def test_every_long_running_service_has_a_healthcheck(services: dict[str, Any]) -> None:
     assert set(services) == SERVICES
     for name, service in services.items():
-        assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        if name != "migrate":  # a one-shot: its exit status is its health
+            assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    assert "healthcheck" not in services["migrate"]
     assert "redis-cli ping" in _healthcheck(services["redis"])
     assert "pg_isready" in _healthcheck(services["postgres"])
-    assert "http://127.0.0.1:8080/healthz" in _healthcheck(services["api"])
+    # Readiness (Redis, the database, a fresh worker), not the bare liveness /healthz.
+    assert "http://127.0.0.1:8080/readyz" in _healthcheck(services["api"])
     assert "http://127.0.0.1:5555/healthcheck" in _healthcheck(services["flower"])
-    # The worker's check is a ping answered by this very node, not by any worker.
-    worker_check = _healthcheck(services["worker"])
-    assert 'inspect ping --destination "celery@$$HOSTNAME"' in worker_check
+    # The worker's check looks for this very node's heartbeat, written while it consumes.
+    assert services["worker"]["healthcheck"]["test"] == [
+        "CMD",
+        "python",
+        "-m",
+        "worker.healthcheck",
+    ]
     assert "/tmp/celerybeat-schedule" in _healthcheck(services["beat"])
 
 
@@ -116,7 +139,7 @@ def test_worker_consumes_every_queue_like_the_procfile_and_launcher(
 
 def test_flower_runs_flower_on_the_apps_broker(services: dict[str, Any]) -> None:
     flower = services["flower"]
-    assert "exec celery -A worker.celery_app flower --port=5555" in _command(flower)
+    assert flower["command"] == ["celery", "-A", "worker.celery_app", "flower", "--port=5555"]
     assert flower["ports"] == ["127.0.0.1:${FLOWER_PORT:-5555}:5555"]  # no login: local only
     procfile = _procfile()["flower"]
     assert procfile.startswith("celery -A worker.celery_app flower ")
@@ -124,15 +147,45 @@ def test_flower_runs_flower_on_the_apps_broker(services: dict[str, Any]) -> None
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
-def test_app_services_install_resq_and_share_settings(services: dict[str, Any], name: str) -> None:
+def test_app_services_run_the_image_and_share_settings(services: dict[str, Any], name: str) -> None:
     service = services[name]
-    # Each container has its own site-packages: each installs the project before running it.
-    assert _command(service).startswith("sh -c pip install --no-cache-dir -e . && ")
+    # One image, built from the Dockerfile; nothing is installed when a container starts.
+    assert service["build"] == "."
+    assert service["image"] == "resq:local"
+    assert "pip" not in _command(service)
+    assert "volumes" not in service or all(
+        volume.endswith(":ro") for volume in service["volumes"]
+    )  # no source tree mounted over the installed package
+    assert service["restart"] == ("no" if name == "migrate" else "unless-stopped")
     env = service["environment"]
     assert set(SHARED_ENV) <= set(env)
     assert env["DATABASE_URL"] == "postgresql://resq:resq@postgres:5432/resq"
     assert env["REDIS_URL"] == "redis://redis:6379/0"
     depends_on = service["depends_on"]
+    if name == "migrate":
+        assert depends_on == {"postgres": {"condition": "service_healthy"}}
+        assert service["command"] == ["python", "-m", "shared.store.migrate"]
+        return
     assert depends_on["redis"] == {"condition": "service_healthy"}
-    if name != "api":  # the api migrates the database; the rest start once it serves
-        assert depends_on["api"] == {"condition": "service_healthy"}
+    assert "api" not in depends_on  # nothing waits on the API's readiness (it waits on workers)
+    if name != "flower":  # the database is at the newest schema before they start
+        assert depends_on["migrate"] == {"condition": "service_completed_successfully"}
+
+
+def test_redis_and_postgres_keep_their_data(services: dict[str, Any]) -> None:
+    redis_command = _command(services["redis"])
+    assert "--appendonly yes --appendfsync everysec" in redis_command  # stated, not defaulted
+    assert services["redis"]["volumes"] == ["redis-data:/data"]
+    assert services["postgres"]["volumes"] == ["postgres-data:/var/lib/postgresql/data"]
+    data = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+    assert {"redis-data", "postgres-data"} <= set(data["volumes"])
+
+
+def test_worker_and_api_get_time_to_drain_before_sigkill(services: dict[str, Any]) -> None:
+    grace = services["worker"]["environment"]["RESQ_SHUTDOWN_GRACE_SECONDS"]
+    assert grace == "${RESQ_SHUTDOWN_GRACE_SECONDS:-30}"
+    assert Settings.from_env({}).shutdown_grace_seconds == 30  # the same default
+    assert _seconds(services["worker"]["stop_grace_period"]) > 30
+    api_command = services["api"]["command"]
+    graceful_timeout = int(api_command[api_command.index("--graceful-timeout") + 1])
+    assert _seconds(services["api"]["stop_grace_period"]) > graceful_timeout

@@ -53,7 +53,7 @@ def _command(service: dict[str, Any]) -> str:
 
 def test_compose_services(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"redis", "postgres", "api", "worker", "beat", "flower"}
+    assert set(services) == {"redis", "postgres", "migrate", "api", "worker", "beat", "flower"}
     assert "celery -A worker.celery_app beat" in _command(services["beat"])
     assert services["redis"]["image"] == "redis:7"
     assert "--appendonly yes" in _command(services["redis"])
@@ -74,24 +74,25 @@ def test_compose_app_services_wait_for_their_backends(compose: dict[str, Any], n
     env = _environment(service)
     assert env["DATABASE_URL"] == "postgresql://resq:resq@postgres:5432/resq"
     assert env["REDIS_URL"] == "redis://redis:6379/0"
-    assert (service["image"], service["working_dir"]) == ("python:3.11-slim", "/app")
-    assert ".:/app" in service["volumes"]
+    assert (service["build"], service["image"]) == (".", "resq:local")  # the Dockerfile's image
+    assert depends_on["migrate"] == {"condition": "service_completed_successfully"}
 
 
 def test_compose_commands_match_the_procfile(compose: dict[str, Any]) -> None:
     api, worker = compose["services"]["api"], compose["services"]["worker"]
     api_command = _command(api)
-    assert api_command.index("pip install") < api_command.index("python -m shared.store.migrate")
-    assert api_command.index("shared.store.migrate") < api_command.index("gunicorn")
+    # The migration is its own one-shot service, the Procfile's release step.
+    assert _command(compose["services"]["migrate"]) == _procfile()["release"]
     assert (
         "gunicorn api.wsgi:app --worker-class gevent --workers 1 --worker-connections 2000 "
         "--bind 0.0.0.0:8080"
     ) in api_command
-    assert "/healthz" in " ".join(api["healthcheck"]["test"])
+    assert "/readyz" in " ".join(api["healthcheck"]["test"])
     # Every queue, as the launcher's worker takes them: jobs by tier, then webhook sends.
     queues = f"--queues {','.join(keys.ALL_QUEUES)} "
     assert (
-        f"celery -A worker.celery_app worker --pool gevent --concurrency 200 {queues}"
+        "celery -A worker.celery_app worker --pool gevent "
+        f"--concurrency ${{RESQ_WORKER_CONCURRENCY:-200}} {queues}"
         "--without-gossip --without-mingle"
     ) in _command(worker)
     assert queues in (REPO_ROOT / "Procfile").read_text()
