@@ -46,6 +46,6 @@ USER 10001:10001
 EXPOSE 8080
 # Exec form: gunicorn is PID 1 and gets Docker's SIGTERM itself (graceful stop, up to
 # --graceful-timeout). No HEALTHCHECK here: each process kind has its own (compose, deploy/).
-CMD ["gunicorn", "api.wsgi:app", "--worker-class", "gevent", "--workers", "1", \
+CMD ["gunicorn", "api.wsgi:app", "--worker-class", "api.gunicorn_worker.Worker", "--workers", "1", \
      "--worker-connections", "2000", "--bind", "0.0.0.0:8080", "--keep-alive", "75", \
      "--graceful-timeout", "40"]

@@ -8,7 +8,18 @@ from collections.abc import Callable
 from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from api import admin, conversations, dashboard, errors, health, models, responses, webhooks
+from api import (
+    admin,
+    body,
+    conversations,
+    dashboard,
+    errors,
+    health,
+    models,
+    openapi,
+    responses,
+    webhooks,
+)
 from api.auth import Authenticator
 from api.context import Deps
 from shared import ids, logs
@@ -24,7 +35,7 @@ from shared.store.webhooks import WebhookStore
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics", "/admin", "/admin/"}
+PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics", "/admin", "/admin/", "/openapi.json"}
 
 
 def create_app(
@@ -64,6 +75,10 @@ def create_app(
     redis_client = bus.redis
     metrics = Recorder(redis_client)
     app = Flask(__name__, static_folder=None)  # the dashboard is served by its blueprint
+    # A larger body is refused with 413 as it is read (api.body), before it is parsed.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # No automatic OPTIONS answers (an empty 200): OPTIONS is a 405 in the error envelope.
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.compact = True  # type: ignore[attr-defined]
     app.extensions["resq"] = Deps(
@@ -84,6 +99,7 @@ def create_app(
     def _authenticate() -> None:
         g.request_id = ids.new_id(ids.REQUEST)
         g.enqueued = False
+        body.check_url()
         if request.path not in PUBLIC_PATHS:
             g.tenant = auth.tenant(request)
             logs.set_fields(tenant=g.tenant)
@@ -120,4 +136,5 @@ def create_app(
     app.register_blueprint(conversations.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(dashboard.bp)
+    app.register_blueprint(openapi.bp)
     return app

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from typing import Any
@@ -20,6 +21,7 @@ from shared.schema.response import TERMINAL_STATUSES, Status
 from shared.store.admin import WINDOW_SECONDS, AdminStore, Filters
 from shared.store.tables import ResponseRow
 
+log = logging.getLogger(__name__)
 bp = Blueprint("admin", __name__, url_prefix="/v1/admin")
 
 WINDOWS = {"1m": 60, "5m": 300, "15m": WINDOW_SECONDS}
@@ -27,6 +29,9 @@ FINISHED = ("completed", "failed", "cancelled", "incomplete")
 INSPECT_TIMEOUT_SECONDS = 1.0
 WORKERS_CACHE_SECONDS = 2.0
 MAX_LIST_LIMIT = 100
+# ``older_than`` reaches back at most a century: every stored response is younger, and the cut-off
+# it yields stays a small timestamp.
+OLDER_THAN_MAX = 100 * 365 * 24 * 3600
 
 
 @bp.before_request
@@ -216,7 +221,7 @@ def _row(d: Deps, response_id: str) -> ResponseRow:
 def responses() -> Response:
     d = deps()
     limit = query_int("limit", 20, 1, MAX_LIST_LIMIT)
-    older_than = query_int("older_than", None, 0)
+    older_than = query_int("older_than", None, 0, OLDER_THAN_MAX)
     assert limit is not None
     status = request.args.get("status")
     known = {s.value for s in Status}
@@ -284,14 +289,24 @@ def requeue(response_id: str) -> Response:
     """Run an ended (or stuck queued) response again from the start."""
     d = deps()
     row = _row(d, response_id)
+    running = Conflict(
+        f"Response '{response_id}' is running; cancel it first, or let it end.",
+        param="response_id",
+    )
+    if row.status == Status.IN_PROGRESS.value:
+        raise running
+    if row.status in TERMINAL_STATUSES:
+        # The new run writes a new event log from sequence number 0. Dropped before the store
+        # changes: with Redis away this answers 503 and nothing has changed. (An ended
+        # response does not start again on its own, so its log cannot gain events meanwhile.)
+        d.bus.drop(row.id)
     again = _admin(d).requeue(row.id, now=time.time())
     if again is None:
-        raise Conflict(
-            f"Response '{response_id}' is running; cancel it first, or let it end.",
-            param="response_id",
-        )
-    d.bus.drop(row.id)  # the new run writes a new event log from sequence number 0
-    service.send(d, again)
+        raise running
+    try:
+        service.send(d, again)
+    except Exception:  # the store has it queued: the stuck-queued sweep sends it
+        log.warning("response %s: requeued, but could not send it now", row.id, exc_info=True)
     g.enqueued = True
     return jsonify(summary(again))
 

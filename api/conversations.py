@@ -8,8 +8,9 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 
 from api import service
+from api.body import json_body
 from api.context import deps
-from api.responses import json_body, list_page, list_params
+from api.responses import list_page, list_params
 from shared import ids
 from shared.errors import InvalidRequest, NotFound
 from shared.schema.conversations import (

@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+import kombu.exceptions
 import redis
 import sqlalchemy.exc
-from flask import Flask, Response, g, jsonify
+from flask import Flask, Response, current_app, g, jsonify
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
@@ -39,6 +40,14 @@ def _http(exc: HTTPException) -> Response:
         resq = errors.MethodNotAllowed(
             f"Method not allowed for this route. Allowed: {allowed}.", code="method_not_allowed"
         )
+    elif exc.code == 413:
+        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        resq = errors.InvalidRequest(
+            f"The request body is larger than this server accepts ({limit} bytes; "
+            "RESQ_MAX_BODY_BYTES).",
+            code="request_too_large",
+        )
+        resq.status = 413
     elif (exc.code or 500) < 500:
         resq = errors.InvalidRequest(exc.description or exc.name, code="invalid_request")
         resq.status = exc.code or 400
@@ -71,6 +80,7 @@ def register(app: Flask) -> None:
     # Redis or the database briefly away: a clear 503 (the SDK retries it), never a hang.
     app.register_error_handler(redis.exceptions.ConnectionError, _unavailable("Redis"))
     app.register_error_handler(redis.exceptions.TimeoutError, _unavailable("Redis"))
+    app.register_error_handler(kombu.exceptions.OperationalError, _unavailable("broker"))
     app.register_error_handler(sqlalchemy.exc.OperationalError, _unavailable("database"))
     app.register_error_handler(sqlalchemy.exc.InterfaceError, _unavailable("database"))
     app.register_error_handler(ValidationError, lambda exc: error_response(to_invalid_request(exc)))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
 from api import service
+from api.body import json_body
 from api.context import Deps, deps
 from api.sse import relay, sse_response
 from shared.errors import InvalidRequest
@@ -19,19 +19,6 @@ DEFAULT_LIST_LIMIT = 20
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 REPLAYED_HEADER = "idempotent-replayed"
-
-
-def json_body() -> Any:
-    raw = request.get_data(cache=False)
-    if not raw.strip():
-        return {}
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest(
-            "We could not parse the JSON body of your request. The body must be valid JSON.",
-            code="invalid_json",
-        ) from None
 
 
 def query_bool(name: str) -> bool:
@@ -49,7 +36,12 @@ def query_bool(name: str) -> bool:
     )
 
 
-def query_int(name: str, default: int | None, low: int, high: int | None = None) -> int | None:
+# No query integer is wider than a database's BIGINT: a larger one is refused here, not by
+# the store.
+INT64_MAX = 2**63 - 1
+
+
+def query_int(name: str, default: int | None, low: int, high: int = INT64_MAX) -> int | None:
     raw = request.args.get(name)
     if raw is None:
         return default
@@ -61,8 +53,8 @@ def query_int(name: str, default: int | None, low: int, high: int | None = None)
             param=name,
             code="invalid_type",
         ) from None
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+    if value < low or value > high:
+        bound = f"between {low} and {high}" if high < INT64_MAX else f">= {low}"
         raise InvalidRequest(
             f"Invalid '{name}': expected a value {bound}, but got {value}.",
             param=name,

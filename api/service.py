@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import redis
 
 from api.context import Deps
 from shared import ids, logs, tokens
@@ -384,7 +385,14 @@ def cancel(deps: Deps, response_id: str, *, tenant: str) -> dict[str, Any]:
 def cancel_any(deps: Deps, row: ResponseRow) -> None:
     """Cancel a response that has not ended (any kind: operators may stop sync ones too)."""
     previous = deps.store.cancel(response_id=row.id, now=int(time.time()))
-    deps.bus.request_cancel(row.id)
+    try:
+        deps.bus.request_cancel(row.id)
+    except redis.RedisError as exc:
+        # The store says cancelled, and no run overwrites that; the answer says so too. A
+        # running job stops once it can read Redis again (its flag is set on the next cancel)
+        # or ends as cancelled in the store whatever it finishes with.
+        log.warning("response %s: cancelled; Redis unavailable to tell the worker: %s", row.id, exc)
+        return
     if previous == Status.IN_PROGRESS:
         _await_worker_stop(deps, row.id)
     elif previous == Status.QUEUED:

@@ -52,13 +52,22 @@ def relay(
     cancel_on_disconnect: bool,
     client_socket: Any = None,
 ) -> Iterator[bytes]:
-    """Replay events after ``after`` and follow live ones until the terminal event."""
+    """Replay events after ``after`` and follow live ones until the terminal event.
+
+    The log is first read here, before the response starts: Redis being away is then the
+    usual JSON 503, not a failure inside a body whose status has already gone out."""
+    last = deps.bus.last(response_id)
+    if last is not None and last.terminal and last.sequence_number <= after:
+        return iter(())  # resuming after the end: nothing more will come
+    return _follow(deps, response_id, after, cancel_on_disconnect, client_socket)
+
+
+def _follow(
+    deps: Deps, response_id: str, after: int, cancel_on_disconnect: bool, client_socket: Any
+) -> Iterator[bytes]:
     finished = client_left = False
     idle_since = time.monotonic()
     keepalive = deps.settings.sse_keepalive_seconds
-    last = deps.bus.last(response_id)
-    if last is not None and last.terminal and last.sequence_number <= after:
-        return  # resuming after the end: nothing more will come
     deps.metrics.stream_opened(1)
     try:
         while True:

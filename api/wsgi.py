@@ -1,4 +1,4 @@
-"""API entrypoint for gunicorn: ``gunicorn -k gevent api.wsgi:app``."""
+"""API entrypoint for gunicorn: ``gunicorn -k api.gunicorn_worker.Worker api.wsgi:app``."""
 
 from __future__ import annotations
 

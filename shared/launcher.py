@@ -56,7 +56,7 @@ def api_command(settings: Settings) -> list[str]:
         "gunicorn",
         "api.wsgi:app",
         "--worker-class",
-        "gevent",
+        "api.gunicorn_worker.Worker",  # gevent, with gunicorn's own errors as JSON
         "--workers",
         "1",
         "--worker-connections",

@@ -28,6 +28,24 @@ METADATA_ADDRESSES = frozenset(
 )
 
 
+# IPv6 ranges that carry an IPv4 address inside them; the IPv4 one is where packets end up.
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries: IPv4-mapped (``::ffff:a.b.c.d``), 6to4
+    (``2002:AABB:CCDD::``), Teredo (``2001:0::/32``, its server and its client) and NAT64
+    (``64:ff9b::a.b.c.d``)."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    found = [a for a in (address.ipv4_mapped, address.sixtofour) if a is not None]
+    if address.teredo is not None:
+        found += list(address.teredo)
+    if address in NAT64:
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return found
+
+
 def resolve(host: str, port: int) -> list[str]:
     infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
     return sorted({str(info[4][0]) for info in infos})
@@ -46,8 +64,19 @@ class OutboundPolicy:
         )
 
     def why_refused(self, address: IPAddress) -> str | None:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
+        """Why ``address`` may not be called, or None. An IPv6 address that carries an IPv4
+        one is judged by the address it carries (6to4 of 169.254.169.254 is the metadata
+        service, whatever the IPv6 prefix looks like)."""
+        inner = embedded_ipv4(address)
+        if inner:
+            for carried in inner:
+                why = self._judge(carried)
+                if why is not None:
+                    return f"{why} (carried in {address})"
+            return None
+        return self._judge(address)
+
+    def _judge(self, address: IPAddress) -> str | None:
         if address in METADATA_ADDRESSES:
             return "a cloud metadata address"
         if address.is_link_local:
@@ -63,24 +92,30 @@ class OutboundPolicy:
     def check_url(self, url: str, *, param: str = "url", resolver: Resolver = resolve) -> None:
         """Raise ``InvalidRequest`` unless ``url`` is http(s) and every address its host
         resolves to is allowed."""
-        parts = urlsplit(url)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
+        try:
+            parts = urlsplit(url)
+            hostname, explicit_port = parts.hostname, parts.port
+        except ValueError as exc:  # a port out of range, a malformed IPv6 literal
+            raise InvalidRequest(
+                f"Invalid URL {url!r}: {exc}.", param=param, code="invalid_url"
+            ) from None
+        if parts.scheme not in {"http", "https"} or not hostname:
             raise InvalidRequest(
                 f"Invalid URL {url!r}: expected an http:// or https:// URL with a host.",
                 param=param,
                 code="invalid_url",
             )
-        host = parts.hostname.lower().rstrip(".")
+        host = hostname.lower().rstrip(".")
         if host in METADATA_HOSTS:
             raise InvalidRequest(
                 f"The URL {url!r} points at a cloud metadata service.",
                 param=param,
                 code="url_not_allowed",
             )
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        port = explicit_port or (443 if parts.scheme == "https" else 80)
         try:
             addresses = resolver(host, port)
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a label IDNA cannot encode
             raise InvalidRequest(
                 f"The host of {url!r} does not resolve: {exc}.", param=param, code="invalid_url"
             ) from None

@@ -35,6 +35,10 @@ DEFAULT_WEBHOOK_BACKOFF_MAX_SECONDS = 3 * 3600.0
 DEFAULT_WEBHOOK_SWEEP_SECONDS = 5.0
 DEFAULT_MCP_TIMEOUT_SECONDS = 60.0
 DEFAULT_SHUTDOWN_GRACE_SECONDS = 30.0
+# A 32 MB file (OpenAI's per-file limit for file inputs) is ~43 MB as base64 in input_file's
+# file_data; 50 MiB takes that with room for the rest of the request, and bounds what one
+# request can make an API process hold in memory.
+DEFAULT_MAX_BODY_BYTES = 50 * 1024 * 1024
 
 
 class SettingsError(ValueError):
@@ -125,6 +129,7 @@ class Settings:
     log_format: str = "text"  # or "json"
     mcp_timeout_seconds: float = DEFAULT_MCP_TIMEOUT_SECONDS
     shutdown_grace_seconds: float = DEFAULT_SHUTDOWN_GRACE_SECONDS
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     log_level: str = "INFO"
 
     @property
@@ -212,6 +217,7 @@ class Settings:
             shutdown_grace_seconds=_float(
                 env, "RESQ_SHUTDOWN_GRACE_SECONDS", DEFAULT_SHUTDOWN_GRACE_SECONDS
             ),
+            max_body_bytes=_int(env, "RESQ_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
             log_level=(env.get("RESQ_LOG_LEVEL") or "INFO").upper(),
         )
 

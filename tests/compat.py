@@ -2,9 +2,9 @@
 
 Two independent judges of what resq puts on the wire:
 
-* the **Open Responses contract**, ``openresponses/openapi.json`` beside the repository
-  (``$RESQ_SHARED_DIR/openresponses/openapi.json``, default ``<repo>/../shared/…``), checked
-  with ``jsonschema`` (Draft 2020-12, ``$ref``s resolved inside the document);
+* the **Open Responses contract**, kept in the repository as test data
+  (``tests/data/openresponses/openapi.json``, its source and licence in ``SOURCE.md`` beside
+  it), checked with ``jsonschema`` (Draft 2020-12, ``$ref``s resolved inside the document);
 * the **official ``openai`` SDK models**, which parse strictly (``model_validate``) and must
   give back exactly what was sent (nothing dropped, nothing renamed).
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,7 +41,6 @@ from pydantic import BaseModel, ValidationError
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 OPENAPI_RELATIVE_PATH = Path("openresponses") / "openapi.json"
 DOCUMENT_URI = "urn:resq:openresponses:openapi.json"
 
@@ -107,21 +105,15 @@ SCHEMA_EXEMPT_EVENT_TYPES: dict[str, str] = {
 
 
 def openapi_path() -> Path:
-    """Where the Open Responses document is: ``$RESQ_SHARED_DIR`` or ``<repo>/../shared``."""
-    shared_dir = os.environ.get("RESQ_SHARED_DIR")
-    base = Path(shared_dir) if shared_dir else REPO_ROOT.parent / "shared"
-    return base / OPENAPI_RELATIVE_PATH
+    """The Open Responses document, kept in the repository (a clone needs nothing beside it)."""
+    return Path(__file__).resolve().parent / "data" / OPENAPI_RELATIVE_PATH
 
 
 @functools.cache
 def _document() -> dict[str, Any]:
     path = openapi_path()
     if not path.is_file():
-        pytest.fail(
-            f"Open Responses contract not found at {path}. Set RESQ_SHARED_DIR to the "
-            "directory holding openresponses/openapi.json (CI keeps it beside the repo).",
-            pytrace=False,
-        )
+        pytest.fail(f"Open Responses contract not found at {path}.", pytrace=False)
     document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     for pointer, replacement, _reason in CONTRACT_ERRATA:
         *parents, leaf = pointer.strip("/").split("/")

@@ -8,6 +8,7 @@ build the Flask and Celery apps) opens no connection, so it works with nothing r
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
 import subprocess
@@ -84,8 +85,8 @@ def test_compose_commands_match_the_procfile(compose: dict[str, Any]) -> None:
     # The migration is its own one-shot service, the Procfile's release step.
     assert _command(compose["services"]["migrate"]) == _procfile()["release"]
     assert (
-        "gunicorn api.wsgi:app --worker-class gevent --workers 1 --worker-connections 2000 "
-        "--bind 0.0.0.0:8080"
+        "gunicorn api.wsgi:app --worker-class api.gunicorn_worker.Worker --workers 1 "
+        "--worker-connections 2000 --bind 0.0.0.0:8080"
     ) in api_command
     assert "/readyz" in " ".join(api["healthcheck"]["test"])
     # Every queue, as the launcher's worker takes them: jobs by tier, then webhook sends.
@@ -115,7 +116,7 @@ def _procfile() -> dict[str, str]:
 def test_procfile() -> None:
     procfile = _procfile()
     assert procfile["api"].split()[:2] == ["gunicorn", "api.wsgi:app"]
-    assert "--worker-class gevent" in procfile["api"]
+    assert "--worker-class api.gunicorn_worker.Worker" in procfile["api"]
     assert procfile["worker"].split()[:3] == ["celery", "-A", "worker.celery_app"]
     assert "--pool gevent" in procfile["worker"]
     assert "--queues resq" in procfile["worker"]
@@ -225,3 +226,16 @@ def test_building_the_apps_connects_to_nothing(tmp_path: Path, entrypoint: str) 
     """The entrypoints build the Flask / Celery app at import; that must stay lazy too."""
     report = _import_in_subprocess(tmp_path, [entrypoint])
     assert report["root_handlers"] == 1  # entrypoints, and only they, configure logging
+
+
+def test_the_repository_needs_nothing_beside_it() -> None:
+    """A user's clone has no shared folder beside it: nothing ``make run`` or ``make test`` reads
+    may point there, and the contract the tests validate against is kept here, unedited."""
+    contract = REPO_ROOT / "tests" / "data" / "openresponses" / "openapi.json"
+    digest = hashlib.sha256(contract.read_bytes()).hexdigest()
+    assert digest in (contract.parent / "SOURCE.md").read_text()
+    outside = "../" + "shared"
+    sources = [REPO_ROOT / "Makefile", *(REPO_ROOT / ".ci").iterdir()]
+    for package in ("api", "worker", "shared", "tests", "bench"):
+        sources += (REPO_ROOT / package).rglob("*.py")
+    assert [str(p) for p in sources if outside in p.read_text(errors="replace")] == []

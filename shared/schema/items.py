@@ -27,14 +27,37 @@ _ID_PREFIX = {
     "item_reference": "ref",
     "compaction": ids.COMPACTION,
 }
-# Fields each typed input item must carry (beyond ``type``).
-_REQUIRED = {
-    "function_call": ("call_id", "name", "arguments"),
-    "function_call_output": ("call_id", "output"),
-    "reasoning": ("summary",),
-    "mcp_approval_response": ("approval_request_id", "approve"),
-    "compaction": ("encrypted_content",),
+# Every input item type the openai SDK can send (``ResponseInputItemParam``, openai 3.57):
+# resq runs the ones it knows and keeps the others as given (output items replayed as input).
+INPUT_ITEM_TYPES = frozenset(
+    {
+        "additional_tools", "apply_patch_call", "apply_patch_call_output",
+        "code_interpreter_call", "compaction", "compaction_trigger", "computer_call",
+        "computer_call_output", "configuration_update", "custom_tool_call",
+        "custom_tool_call_output", "file_search_call", "function_call", "function_call_output",
+        "image_generation_call", "item_reference", "local_shell_call",
+        "local_shell_call_output", "mcp_approval_request", "mcp_approval_response", "mcp_call",
+        "mcp_list_tools", "message", "program", "program_output", "reasoning", "shell_call",
+        "shell_call_output", "tool_search_call", "tool_search_output", "web_search_call",
+    }
+)  # fmt: skip
+# Fields of the items resq reads, with their JSON types: (required, optional) per type.
+_STR, _ARRAY, _BOOL = (str,), (list,), (bool,)
+_FIELDS: dict[str, tuple[dict[str, tuple[type, ...]], dict[str, tuple[type, ...]]]] = {
+    "function_call": ({"call_id": _STR, "name": _STR, "arguments": _STR}, {"id": _STR}),
+    "function_call_output": ({"call_id": _STR, "output": (str, list)}, {"id": _STR}),
+    "reasoning": ({"summary": _ARRAY}, {"id": _STR, "encrypted_content": (str, type(None))}),
+    "mcp_approval_response": ({"approval_request_id": _STR, "approve": _BOOL}, {"id": _STR}),
+    "mcp_approval_request": ({"server_label": _STR, "name": _STR, "arguments": _STR}, {}),
+    "mcp_call": ({"server_label": _STR, "name": _STR, "arguments": _STR}, {"id": _STR}),
+    "mcp_list_tools": ({"server_label": _STR, "tools": _ARRAY}, {"id": _STR}),
+    "compaction": ({"encrypted_content": _STR}, {"id": _STR}),
 }
+_EXPECTED = {str: "a string", list: "an array", bool: "a boolean", type(None): "null"}
+
+
+# The longest item id the store keeps (its column width); a longer one is refused here.
+ITEM_ID_MAX_LENGTH = 128
 
 
 def _fail(message: str, param: str, code: str = "invalid_value") -> InvalidRequest:
@@ -114,14 +137,58 @@ def _content_part(part: Any, role: str, param: str) -> dict[str, Any]:
 
 
 def _typed_item(raw: dict[str, Any], itype: str, param: str) -> dict[str, Any]:
-    for name in _REQUIRED.get(itype, ()):
+    if itype not in INPUT_ITEM_TYPES:
+        raise _fail(
+            f"Invalid value: '{itype}'. Supported values are the input item types of the "
+            "Responses API ('message', 'function_call', 'function_call_output', 'reasoning', "
+            "'item_reference', 'mcp_approval_response', …).",
+            f"{param}.type",
+        )
+    required, optional = _FIELDS.get(itype, ({}, {}))
+    for name, types in {**required, **optional}.items():
         if name not in raw:
+            if name in required:
+                raise _fail(
+                    f"Missing required parameter: '{param}.{name}'.",
+                    f"{param}.{name}",
+                    "missing_required_parameter",
+                )
+            continue
+        if type(raw[name]) not in types:
+            expected = " or ".join(_EXPECTED[t] for t in types)
             raise _fail(
-                f"Missing required parameter: '{param}.{name}'.",
+                f"Invalid type for '{param}.{name}': expected {expected}, but got "
+                f"{json_type_name(raw[name])} instead.",
                 f"{param}.{name}",
-                "missing_required_parameter",
+                "invalid_type",
             )
+    if itype == "reasoning":
+        _summary_parts(raw["summary"], f"{param}.summary")
     return dict(raw)
+
+
+def _summary_parts(parts: list[Any], param: str) -> None:
+    for i, part in enumerate(parts):
+        where = f"{param}[{i}]"
+        if not isinstance(part, dict):
+            raise _fail(
+                f"Invalid type for '{where}': expected an object, but got "
+                f"{json_type_name(part)} instead.",
+                where,
+                "invalid_type",
+            )
+        if part.get("type") != "summary_text":
+            raise _fail(
+                f"Invalid value: {part.get('type')!r}. Supported values are: 'summary_text'.",
+                f"{where}.type",
+            )
+        if not isinstance(part.get("text"), str):
+            raise _fail(
+                f"Invalid type for '{where}.text': expected a string, but got "
+                f"{json_type_name(part.get('text'))} instead.",
+                f"{where}.text",
+                "invalid_type",
+            )
 
 
 def normalize_item(raw: Any, param: str) -> dict[str, Any]:
@@ -132,6 +199,20 @@ def normalize_item(raw: Any, param: str) -> dict[str, Any]:
             f"{json_type_name(raw)} instead.",
             param,
             "invalid_type",
+        )
+    if raw.get("id") is not None and not isinstance(raw["id"], str):
+        raise _fail(
+            f"Invalid type for '{param}.id': expected a string, but got "
+            f"{json_type_name(raw['id'])} instead.",
+            f"{param}.id",
+            "invalid_type",
+        )
+    if isinstance(raw.get("id"), str) and len(raw["id"]) > ITEM_ID_MAX_LENGTH:
+        raise _fail(
+            f"Invalid '{param}.id': string too long. Expected a string with maximum length "
+            f"{ITEM_ID_MAX_LENGTH}, but got a string with length {len(raw['id'])} instead.",
+            f"{param}.id",
+            "string_above_max_length",
         )
     itype = raw.get("type")
     if itype is None:

@@ -20,6 +20,24 @@ INPUT_MAX_CHARS = 10_485_760
 Effort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 Summary = Literal["auto", "concise", "detailed"]
 ServiceTier = Literal["auto", "default", "flex", "scale", "priority", "fast", "ultrafast"]
+# openai 3.57's ResponseIncludable.
+Includable = Literal[
+    "file_search_call.results",
+    "web_search_call.results",
+    "web_search_call.action.sources",
+    "message.input_image.image_url",
+    "computer_call_output.output.image_url",
+    "code_interpreter_call.outputs",
+    "reasoning.encrypted_content",
+    "message.output_text.logprobs",
+]
+# Integer settings stay within what every store and upstream can hold.
+INT32_MAX = 2_147_483_647
+# The longest model name the store keeps (its column width); a longer one is refused here.
+MODEL_MAX_LENGTH = 256
+ModelName = Annotated[str, Field(max_length=MODEL_MAX_LENGTH)]
+JSON_SCHEMA_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
+TOOL_CHOICE_TYPES = ("function", "allowed_tools", "mcp")
 
 
 class _Strict(BaseModel):
@@ -34,10 +52,22 @@ class ReasoningParam(_Strict):
 
 class TextFormat(_Strict):
     type: Literal["text", "json_object", "json_schema"]
-    name: str | None = None
+    name: Annotated[str, Field(pattern=JSON_SCHEMA_NAME)] | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     description: str | None = None
     strict: bool | None = None
+
+    @model_validator(mode="after")
+    def _json_schema_needs_name_and_schema(self) -> TextFormat:
+        if self.type == "json_schema":
+            for field, value in (("name", self.name), ("schema", self.schema_)):
+                if value is None:
+                    raise custom_error(
+                        "missing_required_parameter",
+                        f"Missing required parameter: 'text.format.{field}'.",
+                        f"text.format.{field}",
+                    )
+        return self
 
 
 class TextParam(_Strict):
@@ -118,6 +148,56 @@ def check_input(value: Any) -> Any:
     return value
 
 
+def _field(value: dict[str, Any], name: str, param: str, *, required: bool = True) -> None:
+    """``value[name]`` is a string (or absent, when not required)."""
+    if name not in value or value[name] is None:
+        if required:
+            raise custom_error(
+                "missing_required_parameter",
+                f"Missing required parameter: '{param}.{name}'.",
+                f"{param}.{name}",
+            )
+        return
+    _union_type_check(value[name], f"{param}.{name}", (str,), "a string")
+
+
+def check_tool_choice(value: dict[str, Any], param: str = "tool_choice") -> None:
+    """An object ``tool_choice``: a named function, ``allowed_tools`` or an MCP server's
+    tool (the tool types resq runs; hosted tools are refused with the tools themselves)."""
+    kind = value.get("type")
+    if kind not in TOOL_CHOICE_TYPES:
+        raise custom_error(
+            "invalid_value",
+            f"Invalid value: {kind!r}. Supported values are: 'function', 'allowed_tools' and "
+            "'mcp'.",
+            f"{param}.type",
+        )
+    if kind == "function":
+        _field(value, "name", param)
+    elif kind == "mcp":
+        _field(value, "server_label", param)
+        _field(value, "name", param, required=False)
+    else:
+        if value.get("mode") not in ("auto", "required"):
+            raise custom_error(
+                "invalid_value",
+                f"Invalid value: {value.get('mode')!r}. Supported values are: 'auto' and "
+                "'required'.",
+                f"{param}.mode",
+            )
+        tools = value.get("tools")
+        if tools is None:
+            raise custom_error(
+                "missing_required_parameter",
+                f"Missing required parameter: '{param}.tools'.",
+                f"{param}.tools",
+            )
+        _union_type_check(tools, f"{param}.tools", (list,), "an array")
+        for i, tool in enumerate(tools):
+            _union_type_check(tool, f"{param}.tools[{i}]", (dict,), "an object")
+            _field(tool, "type", f"{param}.tools[{i}]")
+
+
 def _check_conversation(value: Any) -> Any:
     return _union_type_check(value, "conversation", (str, dict), "a string or an object")
 
@@ -125,7 +205,7 @@ def _check_conversation(value: Any) -> Any:
 class CreateResponseRequest(_Strict):
     """The body of ``POST /v1/responses`` (spec digest §1.1)."""
 
-    model: str | None = None
+    model: ModelName | None = None
     input: Any = None
     instructions: str | None = None
     stream: bool | None = None
@@ -134,17 +214,19 @@ class CreateResponseRequest(_Strict):
     store: bool | None = None
     previous_response_id: str | None = None
     conversation: Any = None
-    include: list[str] | None = None
+    include: list[Includable] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
     parallel_tool_calls: bool | None = None
-    max_tool_calls: Annotated[int, Field(ge=1)] | None = None
-    max_output_tokens: Annotated[int, Field(ge=16)] | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    max_tool_calls: Annotated[int, Field(ge=1, le=INT32_MAX)] | None = None
+    max_output_tokens: Annotated[int, Field(ge=16, le=INT32_MAX)] | None = None
+    # Decimal settings have decimal bounds: the error codes say "decimal" whatever the JSON
+    # literal looks like (shared.schema.validation).
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
+    top_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
-    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
-    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     reasoning: ReasoningParam | None = None
     text: TextParam | None = None
     truncation: Literal["auto", "disabled"] | None = None
@@ -173,6 +255,8 @@ class CreateResponseRequest(_Strict):
                 f"Invalid value: '{value}'. Supported values are: 'none', 'auto' and 'required'.",
                 "tool_choice",
             )
+        if isinstance(value, dict):
+            check_tool_choice(value)
         return value
 
     _check_conversation = field_validator("conversation", mode="before")(_check_conversation)
@@ -200,7 +284,7 @@ class CreateResponseRequest(_Strict):
 class InputTokensRequest(_Strict):
     """The body of ``POST /v1/responses/input_tokens`` (§7.2): every key optional."""
 
-    model: str | None = None
+    model: ModelName | None = None
     input: Any = None
     instructions: str | None = None
     previous_response_id: str | None = None
@@ -215,7 +299,7 @@ class InputTokensRequest(_Strict):
 class CompactRequest(_Strict):
     """The body of ``POST /v1/responses/compact`` (§7.3)."""
 
-    model: str
+    model: ModelName
     input: Any = None
     instructions: str | None = None
     previous_response_id: str | None = None

@@ -66,9 +66,11 @@ def _bound_error(err: ErrorDetails, param: str, above: bool) -> tuple[str, str]:
     ctx = err.get("ctx", {})
     value = err.get("input")
     bound = next(iter(v for k, v in ctx.items() if k in {"ge", "gt", "le", "lt"}), None)
+    # The field's kind, from its bound: decimal settings are declared with float bounds, so
+    # ``temperature: 3`` is a decimal above its maximum, as OpenAI says.
+    kind = "decimal" if isinstance(bound, float) else "integer"
     if isinstance(bound, float) and bound.is_integer():
         bound = int(bound)
-    kind = "integer" if isinstance(value, int) and not isinstance(value, bool) else "decimal"
     direction = "above maximum" if above else "below minimum"
     op = "<=" if above else ">="
     code = f"{kind}_{'above_max' if above else 'below_min'}_value"

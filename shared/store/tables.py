@@ -7,6 +7,9 @@ from typing import Any
 from sqlalchemy import JSON, Column, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from shared.schema.items import ITEM_ID_MAX_LENGTH
+from shared.schema.requests import MODEL_MAX_LENGTH
+
 # Plain JSON (not JSONB) on Postgres too: it keeps key order, so a Response reads back with
 # its fields in the order they were written, on every backend. None is SQL NULL.
 JSONType = JSON(none_as_null=True)
@@ -28,7 +31,7 @@ class ResponseRow(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=64)
     tenant: str = Field(max_length=128)
     status: str = Field(max_length=16)
-    model: str = Field(max_length=256)
+    model: str = Field(max_length=MODEL_MAX_LENGTH)
     background: bool = False
     store: bool = True
     stream: bool = False
@@ -66,7 +69,7 @@ class ItemRow(SQLModel, table=True):
     )
     kind: str = Field(max_length=8)  # "input" or "output"
     position: int
-    item_id: str = Field(max_length=128)
+    item_id: str = Field(max_length=ITEM_ID_MAX_LENGTH)
     type: str = Field(max_length=64)
     data: dict[str, Any] = Field(sa_column=Column(JSONType, nullable=False))
 
@@ -197,7 +200,7 @@ class ConversationItemRow(SQLModel, table=True):
             String(64), ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False
         )
     )
-    item_id: str = Field(max_length=128)
+    item_id: str = Field(max_length=ITEM_ID_MAX_LENGTH)
     type: str = Field(max_length=64)
     data: dict[str, Any] = Field(sa_column=Column(JSONType, nullable=False))
     response_id: str | None = Field(default=None, max_length=64)  # the response that added it

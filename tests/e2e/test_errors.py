@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+import socket
 from typing import Any
 
 import openai
@@ -161,3 +164,55 @@ def test_empty_json_bodies_on_cancel_and_delete(stack: Stack) -> None:
             http.request("DELETE", f"/v1/responses/{created.id}", headers=headers).status_code
             == 200
         )
+
+
+def raw_request(stack: Stack, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes as they are (no client library would send these) and read the answer."""
+    host, port = stack.root_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+            if b"\r\n\r\n" in data:
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length: *(\d+)", head)
+                if length and len(body) >= int(length.group(1)):
+                    break
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+@pytest.mark.parametrize(
+    ("case", "request_bytes", "status"),
+    [
+        ("request line over 4094 bytes",
+         b"GET /v1/responses/" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        ("a header over 8190 bytes",
+         b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431),
+        ("more than 100 headers",
+         b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+         + b"".join(b"X-H%d: v\r\n" % i for i in range(120)) + b"\r\n", 431),
+        ("a NUL in a header", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n", 400),
+        ("a negative Content-Length",
+         b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", 400),
+    ],
+)  # fmt: skip
+def test_errors_gunicorn_answers_itself_are_json(
+    stack: Stack, case: str, request_bytes: bytes, status: int
+) -> None:
+    got, headers, body = raw_request(stack, request_bytes)
+    assert got == status, (case, body[:200])
+    assert headers["content-type"] == "application/json"
+    error = json.loads(body)["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "invalid_request_error" and error["message"]
+
+
+def test_options_is_a_json_405(stack: Stack) -> None:
+    with stack.http() as http:
+        resp = http.request("OPTIONS", "/v1/responses")
+    assert resp.status_code == 405 and resp.headers["content-type"] == "application/json"
+    assert resp.json()["error"]["code"] == "method_not_allowed"

@@ -77,3 +77,43 @@ def test_real_resolver_on_a_literal_loopback_address() -> None:
     OutboundPolicy(allow_loopback=True).check_url("http://127.0.0.1:1/")
     with pytest.raises(InvalidRequest):
         OutboundPolicy().check_url("http://127.0.0.1:1/")
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("2002:a9fe:a9fe::", "cloud metadata"),  # 6to4 of 169.254.169.254
+        ("2002:7f00:1::", "loopback"),  # 6to4 of 127.0.0.1
+        ("2001:0:4136:e378:8000:63bf:5601:5601", "cloud metadata"),  # Teredo client
+        ("2001:0:a9fe:a9fe::1", "cloud metadata"),  # Teredo server
+        ("64:ff9b::a9fe:a9fe", "cloud metadata"),  # NAT64
+        ("64:ff9b::a00:1", "private"),  # NAT64 of 10.0.0.1
+        ("::ffff:169.254.169.254", "cloud metadata"),  # IPv4-mapped
+    ],
+)
+def test_ipv4_carried_in_ipv6_is_judged_by_the_ipv4(address: str, reason: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        OutboundPolicy().check_url("http://example.test/", resolver=fixed(address))
+    assert reason in info.value.message and info.value.code == "url_not_allowed"
+    # Allowing private and loopback addresses never lets the metadata service through.
+    lenient = OutboundPolicy(allow_private=True, allow_loopback=True)
+    if reason == "cloud metadata":
+        with pytest.raises(InvalidRequest):
+            lenient.check_url("http://example.test/", resolver=fixed(address))
+    else:
+        lenient.check_url("http://example.test/", resolver=fixed(address))
+
+
+def test_ipv6_carrying_a_public_ipv4_is_allowed() -> None:
+    for address in ("2002:808:808::1", "64:ff9b::808:808"):
+        OutboundPolicy().check_url("http://example.test/", resolver=fixed(address))
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:99999/", "http://[::1/", "http://[zz::1]/", "http://" + "é" * 70 + ".com/"],
+)
+def test_malformed_urls_are_a_400_naming_the_param(url: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        OutboundPolicy().check_url(url, param="tools[0].server_url")
+    assert (info.value.code, info.value.param) == ("invalid_url", "tools[0].server_url")
