@@ -18,12 +18,13 @@ WORKDIR /src
 # Dependencies first, from pyproject.toml alone (empty packages stand in for the code), so a
 # change to the code rebuilds only the last layer.
 COPY pyproject.toml ./
-RUN mkdir api worker shared \
-    && touch api/__init__.py worker/__init__.py shared/__init__.py \
+RUN mkdir api worker shared ops \
+    && touch api/__init__.py worker/__init__.py shared/__init__.py ops/__init__.py \
     && /opt/venv/bin/pip install --no-cache-dir .
 COPY api ./api
 COPY worker ./worker
 COPY shared ./shared
+COPY ops ./ops
 # A regular install, not editable: the code and its package data (migrations, the dashboard)
 # land in the venv, and the final stage needs nothing from /src.
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --force-reinstall .

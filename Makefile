@@ -34,18 +34,18 @@ $(DEV_DEPS): $(RUN_DEPS)
 	@touch $@
 
 run: $(RUN_DEPS)
-	exec $(PY) -m shared.launcher
+	exec $(PY) -m ops.launcher
 
 # The operator CLI against the running stack: `make cli ARGS="queue --watch"`.
 cli: $(RUN_DEPS)
 	@$(VENV)/bin/resq $(ARGS)
 
 lint: $(DEV_DEPS)
-	$(VENV)/bin/ruff check api worker shared tests
-	$(VENV)/bin/ruff format --check api worker shared tests
+	$(VENV)/bin/ruff check api worker shared ops tests
+	$(VENV)/bin/ruff format --check api worker shared ops tests
 
 typecheck: $(DEV_DEPS)
-	$(VENV)/bin/mypy api worker shared
+	$(VENV)/bin/mypy api worker shared ops
 
 # Headless Chromium (Debian's /usr/bin/chromium) for the dashboard's browser test. Where it
 # cannot be installed the test skips, or fails under CI=true; the stamp waits for a success.

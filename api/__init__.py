@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from celery import Celery
 from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -18,15 +19,22 @@ from api import (
     models,
     openapi,
     responses,
-    webhooks,
+    webhook_endpoints,
 )
 from api.auth import Authenticator
-from api.context import Deps
+from api.deps import Deps
 from shared import ids, logs
 from shared.bus import EventBus, make_redis
-from shared.metrics import Gauges, Recorder, ResqCollector, paused_queues, queue_depths
+from shared.metrics import Gauges, Recorder, ResqCollector
 from shared.netpolicy import OutboundPolicy
-from shared.queue import enqueue_deliveries, enqueue_delivery, enqueue_response, make_celery
+from shared.queue import (
+    enqueue_deliveries,
+    enqueue_delivery,
+    enqueue_response,
+    make_celery,
+    paused_queues,
+    queue_depths,
+)
 from shared.routing import Router
 from shared.settings import Settings
 from shared.store import Store, make_engine
@@ -36,6 +44,16 @@ from shared.store.webhooks import WebhookStore
 log = logging.getLogger(__name__)
 
 PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics", "/admin", "/admin/", "/openapi.json"}
+BLUEPRINTS = (
+    health.bp,
+    responses.bp,
+    models.bp,
+    webhook_endpoints.bp,
+    conversations.bp,
+    admin.bp,
+    dashboard.bp,
+    openapi.bp,
+)
 
 
 def create_app(
@@ -45,9 +63,57 @@ def create_app(
     bus: EventBus | None = None,
     enqueue: Callable[[str], None] | None = None,
 ) -> Flask:
+    """The API over the given stand-ins (tests), or over what ``settings`` names (default:
+    the environment). ``enqueue`` replaces the broker with a sink for response ids."""
     settings = settings or Settings.from_env()
     celery = make_celery(settings)
+    store = store or Store(
+        make_engine(settings.database_url),
+        on_deliveries=lambda delivery_ids: enqueue_deliveries(celery, delivery_ids),
+    )
+    auth = _authenticator(settings)
+    bus = bus or EventBus(
+        make_redis(settings.redis_url, max_connections=5000),
+        ttl_seconds=settings.event_ttl_seconds,
+    )
+    app = Flask(__name__, static_folder=None)  # the dashboard is served by its blueprint
+    _configure(app, settings)
+    app.extensions["resq"] = _deps(settings, store, bus, auth, celery, enqueue)
+    _register_request_hooks(app, auth)
+    _register_metrics(app, store, bus)
+    errors.register(app)
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
+    return app
 
+
+def _authenticator(settings: Settings) -> Authenticator:
+    auth = Authenticator(settings.api_keys, settings.admin_keys)
+    if auth.open_mode:
+        log.warning(
+            "RESQ_API_KEYS is not set: resq is in OPEN DEV MODE and accepts every request "
+            "without an API key. Set RESQ_API_KEYS before exposing it."
+        )
+    return auth
+
+
+def _configure(app: Flask, settings: Settings) -> None:
+    # A larger body is refused with 413 as it is read (api.body), before it is parsed.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # No automatic OPTIONS answers (an empty 200): OPTIONS is a 405 in the error envelope.
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.compact = True  # type: ignore[attr-defined]
+
+
+def _deps(
+    settings: Settings,
+    store: Store,
+    bus: EventBus,
+    auth: Authenticator,
+    celery: Celery,
+    enqueue: Callable[[str], None] | None,
+) -> Deps:
     def send(response_id: str, queue: str) -> None:
         if enqueue is not None:  # a test's sink: it does not care which queue
             enqueue(response_id)
@@ -57,31 +123,7 @@ def create_app(
     def send_delivery(delivery_id: str, attempts: int) -> None:
         enqueue_delivery(celery, delivery_id, attempts)
 
-    store = store or Store(
-        make_engine(settings.database_url),
-        on_deliveries=lambda delivery_ids: enqueue_deliveries(celery, delivery_ids),
-    )
-
-    auth = Authenticator(settings.api_keys, settings.admin_keys)
-    if auth.open_mode:
-        log.warning(
-            "RESQ_API_KEYS is not set: resq is in OPEN DEV MODE and accepts every request "
-            "without an API key. Set RESQ_API_KEYS before exposing it."
-        )
-    bus = bus or EventBus(
-        make_redis(settings.redis_url, max_connections=5000),
-        ttl_seconds=settings.event_ttl_seconds,
-    )
-    redis_client = bus.redis
-    metrics = Recorder(redis_client)
-    app = Flask(__name__, static_folder=None)  # the dashboard is served by its blueprint
-    # A larger body is refused with 413 as it is read (api.body), before it is parsed.
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    # No automatic OPTIONS answers (an empty 200): OPTIONS is a 405 in the error envelope.
-    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.json.compact = True  # type: ignore[attr-defined]
-    app.extensions["resq"] = Deps(
+    return Deps(
         settings=settings,
         store=store,
         bus=bus,
@@ -89,11 +131,17 @@ def create_app(
         auth=auth,
         enqueue=send,
         celery=celery,
-        metrics=metrics,
+        metrics=Recorder(bus.redis),
         hooks=WebhookStore(store),
         outbound=OutboundPolicy.from_settings(settings),
         send_delivery=send_delivery,
     )
+
+
+def _register_request_hooks(app: Flask, auth: Authenticator) -> None:
+    """Every request gets an id (echoed as ``x-request-id``) and, off the public paths, a
+    tenant from its API key; a failure after a job was queued says not to retry, so an SDK
+    does not create it twice."""
 
     @app.before_request
     def _authenticate() -> None:
@@ -111,6 +159,9 @@ def create_app(
             response.headers["x-should-retry"] = "false"
         return response
 
+
+def _register_metrics(app: Flask, store: Store, bus: EventBus) -> None:
+    redis_client = bus.redis
     registry = CollectorRegistry(auto_describe=False)
     registry.register(
         ResqCollector(
@@ -127,14 +178,3 @@ def create_app(
     def metrics_page() -> Response:
         """Prometheus text format; public, like /healthz (it holds counts, no content)."""
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
-
-    errors.register(app)
-    app.register_blueprint(health.bp)
-    app.register_blueprint(responses.bp)
-    app.register_blueprint(models.bp)
-    app.register_blueprint(webhooks.bp)
-    app.register_blueprint(conversations.bp)
-    app.register_blueprint(admin.bp)
-    app.register_blueprint(dashboard.bp)
-    app.register_blueprint(openapi.bp)
-    return app

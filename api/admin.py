@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -12,20 +11,19 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 
 from api import service
-from api.context import Deps, deps
+from api.deps import Deps, deps
 from api.responses import list_page, query_int
 from shared import keys
+from shared import queue as queues
 from shared.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
-from shared.metrics import paused_queues, percentile, queue_depths
+from shared.metrics import queue_history
 from shared.schema.response import TERMINAL_STATUSES, Status
-from shared.store.admin import WINDOW_SECONDS, AdminStore, Filters
+from shared.store.admin import AdminStore, Filters
 from shared.store.tables import ResponseRow
 
 log = logging.getLogger(__name__)
 bp = Blueprint("admin", __name__, url_prefix="/v1/admin")
 
-WINDOWS = {"1m": 60, "5m": 300, "15m": WINDOW_SECONDS}
-FINISHED = ("completed", "failed", "cancelled", "incomplete")
 INSPECT_TIMEOUT_SECONDS = 1.0
 WORKERS_CACHE_SECONDS = 2.0
 MAX_LIST_LIMIT = 100
@@ -49,67 +47,11 @@ def _admin(d: Deps) -> AdminStore:
 # ---- the queue -----------------------------------------------------------------------------
 
 
-def _counts() -> dict[str, int]:
-    return {"queued": 0, "in_progress": 0, **dict.fromkeys(FINISHED, 0)}
-
-
 @bp.get("/queue")
 def queue() -> Response:
     d = deps()
-    now = time.time()
-    store = _admin(d)
-    finished = store.finished_since(int(now) - WINDOW_SECONDS)
-    active = store.active()
-    oldest = store.oldest_queued()
-    depths = queue_depths(d.bus.redis)
-    paused = paused_queues(d.bus.redis)
-    windows = {}
-    for name, seconds in WINDOWS.items():
-        rows = [r for r in finished if r.ended_at >= now - seconds]
-        by_status = {status: sum(1 for r in rows if r.status == status) for status in FINISHED}
-        waits = [_timing(r.timings, "queue_wait") for r in rows]
-        runs = [_timing(r.timings, "run") for r in rows]
-        windows[name] = {
-            **by_status,
-            "throughput_per_second": round(len(rows) / seconds, 4),
-            "queue_wait_seconds": _percentiles([w for w in waits if w is not None]),
-            "run_seconds": _percentiles([r for r in runs if r is not None]),
-        }
-    by_model: dict[str, dict[str, int]] = {}
-    by_tenant: dict[str, dict[str, int]] = {}
-    for a in active:
-        by_model.setdefault(a.model, _counts())[a.status] += a.count
-        by_tenant.setdefault(a.tenant, _counts())[a.status] += a.count
-    for r in finished:
-        if r.status in FINISHED:
-            by_model.setdefault(r.model, _counts())[r.status] += 1
-            by_tenant.setdefault(r.tenant, _counts())[r.status] += 1
-    return jsonify(
-        {
-            "object": "admin.queue",
-            "generated_at": now,
-            "queues": [
-                {"name": q, "depth": depths[q], "paused": paused[q]} for q in keys.ALL_QUEUES
-            ],
-            "totals": {
-                "queued": sum(a.count for a in active if a.status == Status.QUEUED.value),
-                "in_progress": sum(a.count for a in active if a.status == Status.IN_PROGRESS.value),
-                "oldest_queued_age_seconds": round(now - oldest, 3) if oldest is not None else None,
-            },
-            "windows": windows,
-            "by_model": [{"model": m, **c} for m, c in sorted(by_model.items())],
-            "by_tenant": [{"tenant": t, **c} for t, c in sorted(by_tenant.items())],
-        }
-    )
-
-
-def _timing(timings: dict[str, Any] | None, key: str) -> float | None:
-    value = (timings or {}).get(key)
-    return float(value) if isinstance(value, (int, float)) else None
-
-
-def _percentiles(values: list[float]) -> dict[str, float | None]:
-    return {"p50": percentile(values, 0.5), "p95": percentile(values, 0.95)}
+    states = queues.queue_states(d.bus.redis)
+    return jsonify(_admin(d).queue_report(now=time.time(), queues=states))
 
 
 @bp.get("/queue/history")
@@ -119,26 +61,7 @@ def history() -> Response:
     d = deps()
     minutes = query_int("minutes", 15, 1, 60)
     assert minutes is not None
-    since = time.time() - minutes * 60
-    raw = d.bus.redis.lrange(keys.HISTORY, 0, keys.HISTORY_LENGTH - 1)
-    samples = sorted((json.loads(s) for s in raw), key=lambda s: s["at"])
-    data = []
-    previous = None
-    for sample in samples:
-        rate = 0.0
-        if previous is not None and sample["at"] > previous["at"]:
-            done = max(0.0, sample["finished_total"] - previous["finished_total"])
-            rate = done / (sample["at"] - previous["at"])
-        previous = sample
-        if sample["at"] >= since:
-            data.append(
-                {
-                    "at": sample["at"],
-                    "depth": sample["depth"],
-                    "in_progress": sample["in_progress"],
-                    "finished_per_second": round(rate, 4),
-                }
-            )
+    data = queue_history(d.bus.redis, since=time.time() - minutes * 60)
     return jsonify({"object": "list", "data": data})
 
 
@@ -223,16 +146,8 @@ def responses() -> Response:
     limit = query_int("limit", 20, 1, MAX_LIST_LIMIT)
     older_than = query_int("older_than", None, 0, OLDER_THAN_MAX)
     assert limit is not None
-    status = request.args.get("status")
-    known = {s.value for s in Status}
-    if status is not None and status not in known:
-        raise InvalidRequest(
-            f"Invalid value: '{status}'. Supported values are: {sorted(known)}.",
-            param="status",
-            code="invalid_value",
-        )
     filters = Filters(
-        status=status,
+        status=_status_filter(),
         model=request.args.get("model"),
         tenant=request.args.get("tenant"),
         created_before=int(time.time()) - older_than if older_than is not None else None,
@@ -241,38 +156,26 @@ def responses() -> Response:
     return list_page([summary(r) for r in rows], has_more)
 
 
+def _status_filter() -> Status | None:
+    status = request.args.get("status")
+    if status is None:
+        return None
+    try:
+        return Status(status)
+    except ValueError:
+        known = sorted(str(s) for s in Status)
+        raise InvalidRequest(
+            f"Invalid value: '{status}'. Supported values are: {known}.",
+            param="status",
+            code="invalid_value",
+        ) from None
+
+
 @bp.get("/responses/<response_id>")
 def response(response_id: str) -> Response:
     d = deps()
     row = _row(d, response_id)
-    timings = row.timings or {}
-    timeline = [{"event": "queued", "at": row.enqueued_at or float(row.created_at)}]
-    started = None
-    if row.started_at is not None:
-        queued = row.enqueued_at or float(row.created_at)
-        started = queued + timings["queue_wait"] if "queue_wait" in timings else row.started_at
-        timeline.append({"event": "started", "at": started})
-    if started is not None and timings.get("first_token") is not None:
-        timeline.append({"event": "first_token", "at": started + timings["first_token"]})
-    if row.ended_at is not None:
-        ended = started + timings["run"] if started and "run" in timings else row.ended_at
-        timeline.append({"event": "finished", "at": ended, "status": row.status})
-    attempts = [
-        {
-            "delivery_id": delivery.id,
-            "endpoint_id": delivery.endpoint_id,
-            "number": attempt.number,
-            "status_code": attempt.status_code,
-            "ok": attempt.ok,
-            "latency_ms": attempt.latency_ms,
-            "error": attempt.error,
-            "at": attempt.started_at,
-        }
-        for delivery, attempt in _admin(d).webhook_attempts(row.id)
-    ]
-    return jsonify(
-        {**summary(row), "timings": row.timings, "timeline": timeline, "webhook_attempts": attempts}
-    )
+    return jsonify({**summary(row), **_admin(d).response_detail(row)})
 
 
 @bp.post("/responses/<response_id>/cancel")
@@ -293,7 +196,7 @@ def requeue(response_id: str) -> Response:
         f"Response '{response_id}' is running; cancel it first, or let it end.",
         param="response_id",
     )
-    if row.status == Status.IN_PROGRESS.value:
+    if row.status == Status.IN_PROGRESS:
         raise running
     if row.status in TERMINAL_STATUSES:
         # The new run writes a new event log from sequence number 0. Dropped before the store
@@ -325,20 +228,12 @@ def resume(name: str) -> Response:
 
 
 def _set_paused(name: str, paused: bool) -> dict[str, Any]:
-    """Workers stop (or start again) taking messages from the queue: a broadcast to the live
-    ones, and a flag in Redis that workers starting later read (``worker/celery_app.py``).
-    Messages already taken run to their end; nothing queued is lost."""
+    """Workers stop (or start again) taking messages from the queue (``shared.queue``)."""
     if name not in keys.ALL_QUEUES:
         raise NotFound(
             f"No queue named '{name}'. Queues: {', '.join(keys.ALL_QUEUES)}.", param="name"
         )
     d = deps()
-    if paused:
-        d.bus.redis.set(keys.paused(name), b"1")
-        # Waits (up to a second) for the live workers to confirm. A message a worker took
-        # in the meantime goes back to the queue when the worker sees the flag.
-        d.celery.control.cancel_consumer(name, reply=True, timeout=INSPECT_TIMEOUT_SECONDS)
-    else:
-        d.bus.redis.delete(keys.paused(name))
-        d.celery.control.add_consumer(name, reply=True, timeout=INSPECT_TIMEOUT_SECONDS)
+    change = queues.pause if paused else queues.resume
+    change(d.celery, d.bus.redis, name, timeout=INSPECT_TIMEOUT_SECONDS)
     return {"name": name, "paused": paused}

@@ -7,25 +7,32 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from api import service
 from api.body import json_body
-from api.context import deps
+from api.deps import deps
+from api.inputs import resolve_items
 from api.responses import list_page, list_params
 from shared import ids
 from shared.errors import InvalidRequest, NotFound
-from shared.schema.conversations import (
-    CreateConversation,
-    CreateItems,
-    UpdateConversation,
-    conversation_object,
-    deleted_object,
-)
-from shared.schema.items import normalize_item
+from shared.schema.conversations import CreateConversation, CreateItems, UpdateConversation
+from shared.schema.items import InputItem
 from shared.schema.validation import parse_body
 from shared.store.conversations import ConversationStore
 from shared.store.tables import ConversationRow
 
 bp = Blueprint("conversations", __name__, url_prefix="/v1/conversations")
+
+
+def conversation_object(row: ConversationRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "object": "conversation",
+        "created_at": row.created_at,
+        "metadata": row.meta or {},
+    }
+
+
+def deleted_object(conversation_id: str) -> dict[str, Any]:
+    return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
 
 
 def _store() -> ConversationStore:
@@ -41,9 +48,9 @@ def _conversation(conversation_id: str) -> ConversationRow:
     return row
 
 
-def _items(raw: list[Any] | None) -> list[dict[str, Any]]:
-    normalized = [normalize_item(item, f"items[{i}]") for i, item in enumerate(raw or [])]
-    return service.resolve_items(deps(), g.tenant, normalized, name="items")
+def _items(items: list[InputItem] | None) -> list[dict[str, Any]]:
+    normalized = [item.normalized() for item in items or []]
+    return resolve_items(deps(), g.tenant, normalized, name="items")
 
 
 @bp.post("")

@@ -15,7 +15,7 @@ import redis
 import sqlalchemy.exc
 from flask import Blueprint, Response, jsonify
 
-from api.context import deps
+from api.deps import deps
 from shared.errors import ServiceUnavailable
 from shared.presence import fresh_workers
 

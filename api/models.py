@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from api.context import deps
+from api.deps import deps
 from shared.errors import ModelNotFound, NotFound
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")

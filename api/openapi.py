@@ -28,11 +28,9 @@ from werkzeug.routing import PathConverter, Rule
 
 from api.openapi_routes import (
     GENERIC_PATH_PARAM,
-    INPUT_ITEM,
     OPERATIONS,
     PATH_PARAMS,
     REF,
-    REFINED,
     SSE,
     Media,
     Op,
@@ -58,9 +56,6 @@ def document() -> Response:
         cached = json.dumps(build(current_app), separators=(",", ":")).encode()
         current_app.extensions[CACHE_KEY] = cached
     return Response(cached, mimetype="application/json")
-
-
-_TYPING_KEYS = ("type", "anyOf", "oneOf", "allOf", "$ref", "enum", "const")
 
 
 # ---- the document ----------------------------------------------------------------------------
@@ -166,10 +161,8 @@ def _schemas(ops: list[Op]) -> tuple[Refs, dict[str, Any]]:
         "description": "One server-sent event (spec digest §4.2).",
         "anyOf": [refs[(event, "serialization")] for event in events],
     }
-    for (_model, mode), ref in refs.items():
-        if mode == "validation":
-            _refine(schemas[_name(ref)])
-    return refs, schemas
+    roots = [_name(ref) for ref in refs.values()] + ["StreamEvent"]
+    return refs, _referenced(schemas, roots)
 
 
 def _name(ref: dict[str, Any]) -> str:
@@ -186,16 +179,17 @@ def _stamped(schema: dict[str, Any]) -> None:
     schema["required"] = list(dict.fromkeys(["type", "sequence_number", *schema["required"]]))
 
 
-def _refine(schema: dict[str, Any]) -> None:
-    for name, prop in schema.get("properties", {}).items():
-        if name in REFINED and not any(k in prop for k in _TYPING_KEYS):
-            prop.update(REFINED[name])
-        if name == "items":  # a list of input items, typed list[Any] in the model
-            for branch in (prop, *prop.get("anyOf", ())):
-                item = branch.get("items")
-                untyped = isinstance(item, dict) and not any(k in item for k in _TYPING_KEYS)
-                if branch.get("type") == "array" and untyped:
-                    branch["items"] = INPUT_ITEM
+def _referenced(schemas: dict[str, Any], roots: list[str]) -> dict[str, Any]:
+    """The schemas reachable from ``roots``: pydantic also emits the models behind a type
+    whose ``WithJsonSchema`` replaces them (the input item union), which nothing refers to."""
+    keep: set[str] = set()
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name not in keep:
+            keep.add(name)
+            todo += re.findall(r'"#/components/schemas/([^"]+)"', json.dumps(schemas[name]))
+    return {name: schema for name, schema in schemas.items() if name in keep}
 
 
 # ---- operations --------------------------------------------------------------------------------

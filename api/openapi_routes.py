@@ -219,30 +219,3 @@ PATH_PARAMS: dict[str, tuple[dict[str, Any], str]] = {
     "name": ({"type": "string", "enum": list(ALL_QUEUES)}, "A queue name."),
 }
 GENERIC_PATH_PARAM = ({"type": "string"}, "")
-
-# The request models type these fields as Any and check them in validators (shared.schema);
-# this is what those validators accept. Used only where the model's own schema is untyped.
-INPUT_ITEM = {
-    "type": "object",
-    "description": "An input item (spec digest §3.2): a message, a tool output, an item "
-    "reference, or an output item sent back.",
-}
-REFINED: dict[str, dict[str, Any]] = {
-    "input": {
-        "anyOf": [{"type": "string"}, {"type": "array", "items": INPUT_ITEM}, {"type": "null"}]
-    },
-    "conversation": {
-        "anyOf": [
-            {"type": "string"},
-            {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]},
-            {"type": "null"},
-        ]
-    },
-    "tool_choice": {
-        "anyOf": [
-            {"type": "string", "enum": ["none", "auto", "required"]},
-            {"type": "object"},
-            {"type": "null"},
-        ]
-    },
-}

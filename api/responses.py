@@ -6,9 +6,9 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from api import service
+from api import creation, inputs, service
 from api.body import json_body
-from api.context import Deps, deps
+from api.deps import Deps, deps
 from api.sse import relay, sse_response
 from shared.errors import InvalidRequest
 
@@ -108,9 +108,9 @@ def idempotency_key() -> str | None:
 @bp.post("")
 def create() -> Response:
     """A new response, or, for a repeated ``Idempotency-Key``, the original one in the
-    shape this request asks for (see ``service.create``), marked ``idempotent-replayed``."""
+    shape this request asks for (see ``creation.create``), marked ``idempotent-replayed``."""
     d = deps()
-    created = service.create(d, json_body(), tenant=g.tenant, idempotency_key=idempotency_key())
+    created = creation.create(d, json_body(), tenant=g.tenant, idempotency_key=idempotency_key())
     g.enqueued = True
     answer = _answer(d, created)
     if created.replayed:
@@ -118,7 +118,7 @@ def create() -> Response:
     return answer
 
 
-def _answer(d: Deps, created: service.Created) -> Response:
+def _answer(d: Deps, created: creation.Created) -> Response:
     row, replayed = created.row, created.replayed
     if created.req.stream:
         if replayed:
@@ -141,14 +141,14 @@ def _answer(d: Deps, created: service.Created) -> Response:
 
 @bp.post("/input_tokens")
 def input_tokens() -> Response:
-    return jsonify(service.count_input_tokens(deps(), json_body(), tenant=g.tenant))
+    return jsonify(inputs.count_input_tokens(deps(), json_body(), tenant=g.tenant))
 
 
 @bp.post("/compact")
 def compact() -> Response:
     d = deps()
     g.enqueued = True
-    return jsonify(service.compact(d, json_body(), tenant=g.tenant))
+    return jsonify(inputs.compact(d, json_body(), tenant=g.tenant))
 
 
 @bp.get("/<response_id>")

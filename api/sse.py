@@ -17,7 +17,7 @@ from typing import Any
 import redis
 from flask import Response, stream_with_context
 
-from api.context import Deps
+from api.deps import Deps
 from shared.bus import StoredEvent
 from shared.schema.response import TERMINAL_STATUSES
 

@@ -55,9 +55,8 @@ import redis
 
 from bench.streams import HOST, RESULTS, TERMINAL, _body_chunks, _children, _request
 from bench.streams import http_json as _http_json
-from shared import keys
-from shared.embedded_redis import EmbeddedRedis, free_port
-from shared.launcher import (
+from ops.embedded_redis import EmbeddedRedis, free_port
+from ops.launcher import (
     api_command,
     beat_command,
     spawn,
@@ -65,6 +64,7 @@ from shared.launcher import (
     wait_healthy,
     worker_command,
 )
+from shared import keys
 from shared.settings import Settings
 from shared.store import migrate
 

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench.upstream import start_subprocess
-from shared.embedded_redis import EmbeddedRedis, free_port
-from shared.launcher import api_command, spawn, stop_all, wait_healthy, worker_command
+from ops.embedded_redis import EmbeddedRedis, free_port
+from ops.launcher import api_command, spawn, stop_all, wait_healthy, worker_command
 from shared.settings import Settings
 from shared.store import migrate
 

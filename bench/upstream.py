@@ -457,7 +457,7 @@ def start_subprocess(
     port: int, tokens: int = 50, delay_ms: float = 20.0, **popen: Any
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start ``python -m bench.upstream`` and return (process, base URL) once it listens."""
-    from shared.embedded_redis import die_with_parent
+    from ops.embedded_redis import die_with_parent
 
     command = [sys.executable, "-m", "bench.upstream", "--port", str(port)]
     command += ["--tokens", str(tokens), "--delay-ms", str(delay_ms)]
@@ -544,7 +544,7 @@ def _phase(port: int, *, total: int, conc: int, stream: bool, tokens: int, delay
 
 
 def selfcheck(requests: int, concurrency: int, slow_streams: int) -> dict[str, Any]:
-    from shared.embedded_redis import free_port
+    from ops.embedded_redis import free_port
 
     port = free_port()
     proc, url = start_subprocess(port)

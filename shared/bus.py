@@ -3,6 +3,11 @@
 Event ``sequence_number`` n is stored at stream entry id ``0-(n+1)``. Redis refuses an entry
 id that is not above the last one, so a sequence number can never be written twice with
 different events, and ``starting_after=N`` is a plain ``XREAD`` from entry ``0-(N+1)``.
+
+An entry's fields: ``t`` the event type, ``d`` the event's JSON (what SSE sends, byte for
+byte) and, for a lifecycle event, ``r``: where its ``response`` sits in ``d``
+(``start:end``), so the final Response is cut out of the stored text without decoding and
+encoding it again, whatever the order of the event's members.
 """
 
 from __future__ import annotations
@@ -15,11 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from shared import keys
-from shared.schema.events import Event
-
-TERMINAL_EVENT_TYPES = frozenset({"response.completed", "response.failed", "response.incomplete"})
+from shared.schema.events import TERMINAL_TYPES, Event
 
 
 def make_redis(url: str, *, max_connections: int = 1000) -> redis.Redis:
@@ -28,7 +32,7 @@ def make_redis(url: str, *, max_connections: int = 1000) -> redis.Redis:
     return redis.Redis(connection_pool=pool)
 
 
-RESPONSE_MEMBER = '"response":'
+SEPARATORS = (",", ":")
 
 
 @dataclass(frozen=True)
@@ -36,20 +40,47 @@ class StoredEvent:
     sequence_number: int
     type: str
     data: str  # the event's JSON, exactly as published
+    response_span: tuple[int, int] | None = None  # where ``response`` is in ``data``
 
     @property
     def terminal(self) -> bool:
-        return self.type in TERMINAL_EVENT_TYPES
+        return self.type in TERMINAL_TYPES
 
     def json(self) -> dict[str, Any]:
         parsed: dict[str, Any] = json.loads(self.data)
         return parsed
 
     def response_json(self) -> str:
-        """A lifecycle event's ``response`` as JSON text, cut out without parsing: ``wire``
-        writes it last (``{"type":…,"sequence_number":…,"response":{…}}``)."""
-        start = self.data.index(RESPONSE_MEMBER) + len(RESPONSE_MEMBER)
-        return self.data[start:-1]
+        """A lifecycle event's ``response`` as JSON text: cut out of ``data`` where the
+        publisher recorded it. An entry published before spans were recorded (a log written
+        by an earlier version, read during an upgrade) is parsed instead; the text is the
+        same, encoded with the same separators."""
+        if self.response_span is None:
+            return json.dumps(self.json()["response"], separators=SEPARATORS)
+        start, end = self.response_span
+        return self.data[start:end]
+
+
+def _fields(event: dict[str, Any]) -> dict[FieldT, EncodableT]:
+    """A stream entry's fields for an event (see the module docstring).
+
+    A lifecycle event is encoded member by member, which yields exactly the text one
+    ``json.dumps`` would and tells where its ``response`` starts and ends; every other event
+    (the deltas: nearly all of them) is one ``json.dumps``."""
+    if "response" not in event:
+        return {"t": event["type"], "d": json.dumps(event, separators=SEPARATORS)}
+    members: list[str] = []
+    offset = 1  # past the opening brace
+    span = ""
+    for key, value in event.items():
+        name = json.dumps(key) + ":"
+        encoded = json.dumps(value, separators=SEPARATORS)
+        if key == "response":
+            start = offset + len(name)
+            span = f"{start}:{start + len(encoded)}"
+        members.append(name + encoded)
+        offset += len(name) + len(encoded) + 1  # and the comma after it
+    return {"t": event["type"], "d": "{" + ",".join(members) + "}", "r": span}
 
 
 def _entry_id(sequence_number: int) -> str:
@@ -62,10 +93,13 @@ def _sequence(entry_id: bytes | str) -> int:
 
 
 def _decode(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> StoredEvent:
+    span = fields.get(b"r")
+    start, _, end = span.decode().partition(":") if span else ("", "", "")
     return StoredEvent(
         sequence_number=_sequence(entry_id),
         type=fields[b"t"].decode(),
         data=fields[b"d"].decode(),
+        response_span=(int(start), int(end)) if span else None,
     )
 
 
@@ -87,14 +121,8 @@ class EventBus:
         pipe = self.redis.pipeline(transaction=False)
         expire = False
         for event in events:
-            pipe.xadd(
-                key,
-                {"t": event["type"], "d": json.dumps(event, separators=(",", ":"))},
-                id=_entry_id(event["sequence_number"]),
-            )
-            expire = (
-                expire or event["sequence_number"] == 0 or event["type"] in TERMINAL_EVENT_TYPES
-            )
+            pipe.xadd(key, _fields(event), id=_entry_id(event["sequence_number"]))
+            expire = expire or event["sequence_number"] == 0 or event["type"] in TERMINAL_TYPES
         if expire:
             pipe.expire(key, self.ttl_seconds)
         pipe.execute()

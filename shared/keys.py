@@ -46,5 +46,6 @@ def resent(response_id: str) -> str:
 
 
 def paused(queue: str) -> str:
-    """Set while operators have paused consumption of a queue (workers read it at start)."""
+    """Set while operators have paused a queue (``shared.queue`` pauses, resumes and reads it:
+    workers check it as they start and as they take a job; ``/metrics`` reports it)."""
     return f"{PREFIX}:paused:{queue}"

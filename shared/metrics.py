@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import socket
 from collections.abc import Callable, Iterable, Iterator
@@ -208,32 +207,10 @@ class ResqCollector(Collector):
         )
 
 
-def queue_depths(client: redis.Redis) -> dict[str, int]:
-    pipe = client.pipeline(transaction=False)
-    for queue in keys.ALL_QUEUES:
-        pipe.llen(queue)
-    return dict(zip(keys.ALL_QUEUES, (int(n) for n in pipe.execute()), strict=True))
-
-
-def paused_queues(client: redis.Redis) -> dict[str, bool]:
-    pipe = client.pipeline(transaction=False)
-    for queue in keys.ALL_QUEUES:
-        pipe.exists(keys.paused(queue))
-    return dict(zip(keys.ALL_QUEUES, (bool(n) for n in pipe.execute()), strict=True))
-
-
 def finished_total(client: redis.Redis) -> float:
     """Every response that ever ended (the sum of ``resq_responses_finished``)."""
     raw: dict[bytes, bytes] = client.hgetall(keys.METRICS)  # type: ignore[assignment]
     return sum(float(v) for f, v in raw.items() if json.loads(f)[0] == "responses_finished")
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 class _Counts(Protocol):
@@ -252,3 +229,29 @@ def sample_history(client: redis.Redis, store: _Counts, *, now: float) -> None:
     pipe.lpush(keys.HISTORY, json.dumps(sample))
     pipe.ltrim(keys.HISTORY, 0, keys.HISTORY_LENGTH - 1)
     pipe.execute()
+
+
+def queue_history(client: redis.Redis, *, since: float) -> list[dict[str, Any]]:
+    """The samples taken since ``since``, oldest first, each with the rate of responses
+    finished since the sample before it (the first one counts from the sample before
+    ``since``, when there is one)."""
+    raw = client.lrange(keys.HISTORY, 0, keys.HISTORY_LENGTH - 1)
+    samples = sorted((json.loads(s) for s in raw), key=lambda s: s["at"])
+    data = []
+    previous = None
+    for sample in samples:
+        rate = 0.0
+        if previous is not None and sample["at"] > previous["at"]:
+            done = max(0.0, sample["finished_total"] - previous["finished_total"])
+            rate = done / (sample["at"] - previous["at"])
+        previous = sample
+        if sample["at"] >= since:
+            data.append(
+                {
+                    "at": sample["at"],
+                    "depth": sample["depth"],
+                    "in_progress": sample["in_progress"],
+                    "finished_per_second": round(rate, 4),
+                }
+            )
+    return data

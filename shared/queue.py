@@ -1,4 +1,6 @@
-"""The Celery app both sides share: the API sends tasks by name, the worker runs them."""
+"""The Celery app both sides share (the API sends tasks by name, the worker runs them), and
+the queues' state in Redis: their depths, and pausing them (this module is the pause's one
+owner: the admin API pauses and resumes, workers and ``/metrics`` read it)."""
 
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ def make_celery(settings: Settings) -> Celery:
             "max_connections": concurrency * 2 + 20,
         },
         worker_hijack_root_logger=False,
-        # The reaper, scheduled by `celery beat` (shared.launcher.beat_command); a duplicate
+        # The reaper, scheduled by `celery beat` (ops.launcher.beat_command); a duplicate
         # beat is harmless (every reaper step is a conditional update).
         beat_schedule={
             "resq-reap": {
@@ -91,6 +93,49 @@ def queue_depth(client: Redis) -> int:
     for queue in keys.JOB_QUEUES:
         pipe.llen(queue)
     return sum(int(n) for n in pipe.execute())
+
+
+def queue_depths(client: Redis) -> dict[str, int]:
+    """Messages waiting in each of resq's queues."""
+    pipe = client.pipeline(transaction=False)
+    for queue in keys.ALL_QUEUES:
+        pipe.llen(queue)
+    return dict(zip(keys.ALL_QUEUES, (int(n) for n in pipe.execute()), strict=True))
+
+
+def paused_queues(client: Redis) -> dict[str, bool]:
+    """Whether each of resq's queues is paused."""
+    pipe = client.pipeline(transaction=False)
+    for queue in keys.ALL_QUEUES:
+        pipe.exists(keys.paused(queue))
+    return dict(zip(keys.ALL_QUEUES, (bool(n) for n in pipe.execute()), strict=True))
+
+
+def queue_states(client: Redis) -> list[dict[str, str | int | bool]]:
+    """Each queue's name, depth and pause, in ``keys.ALL_QUEUES`` order."""
+    depths = queue_depths(client)
+    paused = paused_queues(client)
+    return [{"name": q, "depth": depths[q], "paused": paused[q]} for q in keys.ALL_QUEUES]
+
+
+def is_paused(client: Redis, queue: str) -> bool:
+    return bool(client.exists(keys.paused(queue)))
+
+
+def pause(app: Celery, client: Redis, queue: str, *, timeout: float) -> None:
+    """Workers stop taking messages from ``queue``: a flag in Redis, which workers starting
+    later read (``worker/celery_app.py``), then a broadcast to the live ones, waiting up to
+    ``timeout`` for them to confirm. A message a worker took in the meantime goes back to the
+    queue when the worker sees the flag (``worker/tasks.py``). Messages already taken run to
+    their end; nothing queued is lost."""
+    client.set(keys.paused(queue), b"1")
+    app.control.cancel_consumer(queue, reply=True, timeout=timeout)
+
+
+def resume(app: Celery, client: Redis, queue: str, *, timeout: float) -> None:
+    """Workers take messages from ``queue`` again (the flag goes, then a broadcast)."""
+    client.delete(keys.paused(queue))
+    app.control.add_consumer(queue, reply=True, timeout=timeout)
 
 
 def enqueue_delivery(app: Celery, delivery_id: str, attempts: int) -> None:

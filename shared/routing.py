@@ -17,6 +17,7 @@ Routes are tried in file order; the first match wins.
 from __future__ import annotations
 
 import fnmatch
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,11 @@ class Route:
         if self.listed:
             return list(self.listed)
         return [] if self.is_glob else [self.match]
+
+    def api_key(self) -> str | None:
+        """The upstream's API key, or None: the value of the environment variable
+        ``api_key_env`` names (the models file names a variable, so it never holds a secret)."""
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
 
 
 DEFAULT_ROUTES = (Route(match="resq-*", provider=BUILTIN, listed=(BUILTIN_MODEL,)),)

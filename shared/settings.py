@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -139,87 +140,165 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        """Every setting, read group by group in the order the fields are declared: with
+        several unusable values, the ``SettingsError`` names the first of them."""
         env = dict(os.environ if env is None else env)
-        var_dir = Path(env.get("RESQ_VAR_DIR") or DEFAULT_VAR_DIR)
-        database_url = env.get("DATABASE_URL") or f"sqlite:///{var_dir / 'resq.db'}"
-        models_file = env.get("RESQ_MODELS_FILE")
-        return cls(
-            host=env.get("RESQ_HOST") or DEFAULT_HOST,
-            port=_int(env, "RESQ_PORT", DEFAULT_PORT),
-            var_dir=var_dir,
-            database_url=normalize_database_url(database_url),
-            redis_url=env.get("REDIS_URL", ""),
-            api_keys=parse_api_keys(env.get("RESQ_API_KEYS", "")),
-            models_file=Path(models_file) if models_file else None,
-            event_ttl_seconds=_int(env, "RESQ_EVENT_TTL_SECONDS", DEFAULT_EVENT_TTL_SECONDS),
-            sync_timeout_seconds=_float(
-                env, "RESQ_SYNC_TIMEOUT_SECONDS", DEFAULT_SYNC_TIMEOUT_SECONDS
-            ),
-            cancel_wait_seconds=_float(
-                env, "RESQ_CANCEL_WAIT_SECONDS", DEFAULT_CANCEL_WAIT_SECONDS
-            ),
-            upstream_timeout_seconds=_float(
-                env, "RESQ_UPSTREAM_TIMEOUT_SECONDS", DEFAULT_UPSTREAM_TIMEOUT_SECONDS
-            ),
-            worker_concurrency=_int(env, "RESQ_WORKER_CONCURRENCY", DEFAULT_WORKER_CONCURRENCY),
-            sse_keepalive_seconds=_float(
-                env, "RESQ_SSE_KEEPALIVE_SECONDS", DEFAULT_SSE_KEEPALIVE_SECONDS
-            ),
-            job_time_limit_seconds=_float(
-                env, "RESQ_JOB_TIME_LIMIT_SECONDS", DEFAULT_JOB_TIME_LIMIT_SECONDS
-            ),
-            heartbeat_seconds=_float(env, "RESQ_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_SECONDS),
-            heartbeat_timeout_seconds=_float(
-                env, "RESQ_HEARTBEAT_TIMEOUT_SECONDS", DEFAULT_HEARTBEAT_TIMEOUT_SECONDS
-            ),
-            max_attempts=_int(env, "RESQ_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS),
-            reaper_interval_seconds=_float(
-                env, "RESQ_REAPER_INTERVAL_SECONDS", DEFAULT_REAPER_INTERVAL_SECONDS
-            ),
-            queued_resend_seconds=_float(
-                env, "RESQ_QUEUED_RESEND_SECONDS", DEFAULT_QUEUED_RESEND_SECONDS
-            ),
-            upstream_retries=_int(env, "RESQ_UPSTREAM_RETRIES", DEFAULT_UPSTREAM_RETRIES),
-            upstream_retry_budget_seconds=_float(
-                env, "RESQ_UPSTREAM_RETRY_BUDGET_SECONDS", DEFAULT_UPSTREAM_RETRY_BUDGET_SECONDS
-            ),
-            idempotency_ttl_seconds=_int(
-                env, "RESQ_IDEMPOTENCY_TTL_SECONDS", DEFAULT_IDEMPOTENCY_TTL_SECONDS
-            ),
-            webhook_timeout_seconds=_float(
-                env, "RESQ_WEBHOOK_TIMEOUT_SECONDS", DEFAULT_WEBHOOK_TIMEOUT_SECONDS
-            ),
-            webhook_max_attempts=max(
-                1, _int(env, "RESQ_WEBHOOK_MAX_ATTEMPTS", DEFAULT_WEBHOOK_MAX_ATTEMPTS)
-            ),
-            webhook_retry_window_seconds=_float(
-                env, "RESQ_WEBHOOK_RETRY_WINDOW_SECONDS", DEFAULT_WEBHOOK_RETRY_WINDOW_SECONDS
-            ),
-            webhook_backoff_seconds=_float(
-                env, "RESQ_WEBHOOK_BACKOFF_SECONDS", DEFAULT_WEBHOOK_BACKOFF_SECONDS
-            ),
-            webhook_backoff_max_seconds=_float(
-                env, "RESQ_WEBHOOK_BACKOFF_MAX_SECONDS", DEFAULT_WEBHOOK_BACKOFF_MAX_SECONDS
-            ),
-            webhook_sweep_seconds=_float(
-                env, "RESQ_WEBHOOK_SWEEP_SECONDS", DEFAULT_WEBHOOK_SWEEP_SECONDS
-            ),
-            outbound_allow_private=_bool(env, "RESQ_OUTBOUND_ALLOW_PRIVATE"),
-            outbound_allow_loopback=_bool(env, "RESQ_OUTBOUND_ALLOW_LOOPBACK"),
-            secret_key=env.get("RESQ_SECRET_KEY") or None,
-            admin_keys=tuple(
-                k.strip() for k in env.get("RESQ_ADMIN_KEYS", "").split(",") if k.strip()
-            ),
-            log_format=(env.get("RESQ_LOG_FORMAT") or "text").lower(),
-            mcp_timeout_seconds=_float(
-                env, "RESQ_MCP_TIMEOUT_SECONDS", DEFAULT_MCP_TIMEOUT_SECONDS
-            ),
-            shutdown_grace_seconds=_float(
-                env, "RESQ_SHUTDOWN_GRACE_SECONDS", DEFAULT_SHUTDOWN_GRACE_SECONDS
-            ),
-            max_body_bytes=_int(env, "RESQ_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
-            log_level=(env.get("RESQ_LOG_LEVEL") or "INFO").upper(),
-        )
+        return cls(**_places(env), **_jobs(env), **_webhooks(env), **_access(env), **_process(env))
+
+
+# ---- Settings.from_env, one group at a time ---------------------------------------------------
+
+
+class _Places(TypedDict):
+    host: str
+    port: int
+    var_dir: Path
+    database_url: str
+    redis_url: str
+    api_keys: dict[str, str]
+    models_file: Path | None
+
+
+def _places(env: dict[str, str]) -> _Places:
+    """Where resq listens, keeps its data and finds its models; who may call it."""
+    var_dir = Path(env.get("RESQ_VAR_DIR") or DEFAULT_VAR_DIR)
+    database_url = env.get("DATABASE_URL") or f"sqlite:///{var_dir / 'resq.db'}"
+    models_file = env.get("RESQ_MODELS_FILE")
+    return _Places(
+        host=env.get("RESQ_HOST") or DEFAULT_HOST,
+        port=_int(env, "RESQ_PORT", DEFAULT_PORT),
+        var_dir=var_dir,
+        database_url=normalize_database_url(database_url),
+        redis_url=env.get("REDIS_URL", ""),
+        api_keys=parse_api_keys(env.get("RESQ_API_KEYS", "")),
+        models_file=Path(models_file) if models_file else None,
+    )
+
+
+class _Jobs(TypedDict):
+    event_ttl_seconds: int
+    sync_timeout_seconds: float
+    cancel_wait_seconds: float
+    upstream_timeout_seconds: float
+    worker_concurrency: int
+    sse_keepalive_seconds: float
+    job_time_limit_seconds: float
+    heartbeat_seconds: float
+    heartbeat_timeout_seconds: float
+    max_attempts: int
+    reaper_interval_seconds: float
+    queued_resend_seconds: float
+    upstream_retries: int
+    upstream_retry_budget_seconds: float
+    idempotency_ttl_seconds: int
+
+
+def _jobs(env: dict[str, str]) -> _Jobs:
+    """How a job runs, is waited for, retried and recovered."""
+    return _Jobs(
+        event_ttl_seconds=_int(env, "RESQ_EVENT_TTL_SECONDS", DEFAULT_EVENT_TTL_SECONDS),
+        sync_timeout_seconds=_float(env, "RESQ_SYNC_TIMEOUT_SECONDS", DEFAULT_SYNC_TIMEOUT_SECONDS),
+        cancel_wait_seconds=_float(env, "RESQ_CANCEL_WAIT_SECONDS", DEFAULT_CANCEL_WAIT_SECONDS),
+        upstream_timeout_seconds=_float(
+            env, "RESQ_UPSTREAM_TIMEOUT_SECONDS", DEFAULT_UPSTREAM_TIMEOUT_SECONDS
+        ),
+        worker_concurrency=_int(env, "RESQ_WORKER_CONCURRENCY", DEFAULT_WORKER_CONCURRENCY),
+        sse_keepalive_seconds=_float(
+            env, "RESQ_SSE_KEEPALIVE_SECONDS", DEFAULT_SSE_KEEPALIVE_SECONDS
+        ),
+        job_time_limit_seconds=_float(
+            env, "RESQ_JOB_TIME_LIMIT_SECONDS", DEFAULT_JOB_TIME_LIMIT_SECONDS
+        ),
+        heartbeat_seconds=_float(env, "RESQ_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_SECONDS),
+        heartbeat_timeout_seconds=_float(
+            env, "RESQ_HEARTBEAT_TIMEOUT_SECONDS", DEFAULT_HEARTBEAT_TIMEOUT_SECONDS
+        ),
+        max_attempts=_int(env, "RESQ_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS),
+        reaper_interval_seconds=_float(
+            env, "RESQ_REAPER_INTERVAL_SECONDS", DEFAULT_REAPER_INTERVAL_SECONDS
+        ),
+        queued_resend_seconds=_float(
+            env, "RESQ_QUEUED_RESEND_SECONDS", DEFAULT_QUEUED_RESEND_SECONDS
+        ),
+        upstream_retries=_int(env, "RESQ_UPSTREAM_RETRIES", DEFAULT_UPSTREAM_RETRIES),
+        upstream_retry_budget_seconds=_float(
+            env, "RESQ_UPSTREAM_RETRY_BUDGET_SECONDS", DEFAULT_UPSTREAM_RETRY_BUDGET_SECONDS
+        ),
+        idempotency_ttl_seconds=_int(
+            env, "RESQ_IDEMPOTENCY_TTL_SECONDS", DEFAULT_IDEMPOTENCY_TTL_SECONDS
+        ),
+    )
+
+
+class _Webhooks(TypedDict):
+    webhook_timeout_seconds: float
+    webhook_max_attempts: int
+    webhook_retry_window_seconds: float
+    webhook_backoff_seconds: float
+    webhook_backoff_max_seconds: float
+    webhook_sweep_seconds: float
+
+
+def _webhooks(env: dict[str, str]) -> _Webhooks:
+    """How webhook deliveries are sent and retried."""
+    return _Webhooks(
+        webhook_timeout_seconds=_float(
+            env, "RESQ_WEBHOOK_TIMEOUT_SECONDS", DEFAULT_WEBHOOK_TIMEOUT_SECONDS
+        ),
+        webhook_max_attempts=max(
+            1, _int(env, "RESQ_WEBHOOK_MAX_ATTEMPTS", DEFAULT_WEBHOOK_MAX_ATTEMPTS)
+        ),
+        webhook_retry_window_seconds=_float(
+            env, "RESQ_WEBHOOK_RETRY_WINDOW_SECONDS", DEFAULT_WEBHOOK_RETRY_WINDOW_SECONDS
+        ),
+        webhook_backoff_seconds=_float(
+            env, "RESQ_WEBHOOK_BACKOFF_SECONDS", DEFAULT_WEBHOOK_BACKOFF_SECONDS
+        ),
+        webhook_backoff_max_seconds=_float(
+            env, "RESQ_WEBHOOK_BACKOFF_MAX_SECONDS", DEFAULT_WEBHOOK_BACKOFF_MAX_SECONDS
+        ),
+        webhook_sweep_seconds=_float(
+            env, "RESQ_WEBHOOK_SWEEP_SECONDS", DEFAULT_WEBHOOK_SWEEP_SECONDS
+        ),
+    )
+
+
+class _Access(TypedDict):
+    outbound_allow_private: bool
+    outbound_allow_loopback: bool
+    secret_key: str | None
+    admin_keys: tuple[str, ...]
+
+
+def _access(env: dict[str, str]) -> _Access:
+    """What resq may reach (webhook receivers, MCP servers), its secret, its admin keys."""
+    return _Access(
+        outbound_allow_private=_bool(env, "RESQ_OUTBOUND_ALLOW_PRIVATE"),
+        outbound_allow_loopback=_bool(env, "RESQ_OUTBOUND_ALLOW_LOOPBACK"),
+        secret_key=env.get("RESQ_SECRET_KEY") or None,
+        admin_keys=tuple(k.strip() for k in env.get("RESQ_ADMIN_KEYS", "").split(",") if k.strip()),
+    )
+
+
+class _Process(TypedDict):
+    log_format: str
+    mcp_timeout_seconds: float
+    shutdown_grace_seconds: float
+    max_body_bytes: int
+    log_level: str
+
+
+def _process(env: dict[str, str]) -> _Process:
+    """How each process logs, bounds its work and stops."""
+    return _Process(
+        log_format=(env.get("RESQ_LOG_FORMAT") or "text").lower(),
+        mcp_timeout_seconds=_float(env, "RESQ_MCP_TIMEOUT_SECONDS", DEFAULT_MCP_TIMEOUT_SECONDS),
+        shutdown_grace_seconds=_float(
+            env, "RESQ_SHUTDOWN_GRACE_SECONDS", DEFAULT_SHUTDOWN_GRACE_SECONDS
+        ),
+        max_body_bytes=_int(env, "RESQ_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+        log_level=(env.get("RESQ_LOG_LEVEL") or "INFO").upper(),
+    )
 
 
 def normalize_database_url(url: str) -> str:

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
+from ops.launcher import worker_command
 from shared import keys
-from shared.launcher import worker_command
 from shared.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -186,7 +186,7 @@ def build_context_sources(dockerfile: str) -> list[str]:
 
 def test_build_context_holds_what_the_build_copies(dockerfile: str) -> None:
     sources = build_context_sources(dockerfile)
-    assert sources == ["pyproject.toml", "api", "worker", "shared"]
+    assert sources == ["pyproject.toml", "api", "worker", "shared", "ops"]
     assert set(sources) <= dockerignore_admits()
     assert "**/__pycache__" in (REPO_ROOT / ".dockerignore").read_text().splitlines()
 
@@ -195,10 +195,10 @@ def test_build_context_holds_what_the_build_copies(dockerfile: str) -> None:
 
 INSTALLED_CHECK = """
 import importlib.resources, json, sys
-import api, worker, shared
+import api, ops.cli, worker, shared
 from shared.store import migrate
 print(json.dumps({
-    "files": [m.__file__ for m in (api, worker, shared)],
+    "files": [m.__file__ for m in (api, worker, shared, ops)],
     "migrations": str(migrate.MIGRATIONS),
     "env_py": (migrate.MIGRATIONS / "env.py").is_file(),
     "versions": sorted(p.name for p in (migrate.MIGRATIONS / "versions").glob("*.py")),

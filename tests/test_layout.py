@@ -3,6 +3,8 @@
 STYLE.md practices 1 and 2: ``shared`` imports neither ``api`` nor ``worker``, ``api`` and
 ``worker`` never import each other, and importing any package (even the entrypoints that
 build the Flask and Celery apps) opens no connection, so it works with nothing running.
+The operator tools (``ops``) sit on top: they may import ``shared``, never ``api`` or ``worker``,
+and nothing on a request's path (``api``, ``worker``, ``shared``) imports them.
 """
 
 from __future__ import annotations
@@ -19,15 +21,32 @@ from typing import Any
 import pytest
 import yaml
 
+from ops.launcher import worker_command
 from shared import keys
-from shared.launcher import worker_command
 from shared.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("api", "worker", "shared")
+PACKAGES = ("api", "worker", "shared", "ops")
 # package → top-level packages it must never import
-FORBIDDEN_IMPORTS = {"shared": {"api", "worker"}, "api": {"worker"}, "worker": {"api"}}
+FORBIDDEN_IMPORTS = {
+    "shared": {"api", "worker", "ops"},
+    "api": {"worker", "ops"},
+    "worker": {"api", "ops"},
+    "ops": {"api", "worker"},
+}
+# module prefix → module prefixes it must never import (finer than the package rule)
+FORBIDDEN_MODULE_IMPORTS = {
+    # The wire schema is pure shapes: the store builds on it, never the other way round.
+    "shared.schema": ("shared.store", "shared.bus", "sqlmodel", "sqlalchemy", "redis", "httpx"),
+    # SQL only in the store; the store knows nothing of Redis or HTTP.
+    "shared.store": ("shared.bus", "redis", "httpx"),
+    # The lifecycle is pure functions and the event log: no store writes of its own.
+    "shared.lifecycle": ("shared.store.jobs", "shared.store.responses"),
+}
 SERVICE_ENV = ("DATABASE_URL", "REDIS_URL")
+# STYLE.md practice 11, as the issue that split the big modules set it.
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
 
 
 # ---- docker-compose.yml and Procfile ----------------------------------------------------
@@ -159,6 +178,7 @@ def test_import_checker_sees_every_form() -> None:
 
 
 def test_import_direction() -> None:
+    assert set(FORBIDDEN_IMPORTS) == set(PACKAGES), "every package has its rule"
     violations = []
     for package, forbidden in FORBIDDEN_IMPORTS.items():
         files = sorted((REPO_ROOT / package).rglob("*.py"))
@@ -168,6 +188,82 @@ def test_import_direction() -> None:
                 if top in forbidden:
                     violations.append(f"{path.relative_to(REPO_ROOT)}:{line} imports {top}")
     assert not violations, "forbidden imports:\n" + "\n".join(sorted(violations))
+
+
+def imported_modules(source: str, module: str) -> set[tuple[int, str]]:
+    """(line, dotted name) of every import in ``source`` (the code of ``module``), relative
+    ones resolved; ``from a import b`` counts as ``a.b``, which may be a module or a name."""
+    found: set[tuple[int, str]] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {(node.lineno, alias.name) for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = module.split(".")[: -node.level]
+                base = ".".join([*parent, base] if base else parent)
+            found |= {(node.lineno, f"{base}.{alias.name}") for alias in node.names}
+    return found
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def test_module_import_checker_resolves_relative_and_from_imports() -> None:
+    source = "from ..store import tables\nimport shared.bus\nfrom shared.store.tables import Row\n"
+    assert imported_modules(source, "shared.schema.items") == {
+        (1, "shared.store.tables"),
+        (2, "shared.bus"),
+        (3, "shared.store.tables.Row"),
+    }
+    assert _under("shared.store.tables.Row", "shared.store")
+    assert not _under("shared.storefront", "shared.store")
+
+
+def test_module_import_rules() -> None:
+    violations = []
+    for path in sorted(REPO_ROOT.glob("shared/**/*.py")):
+        module = _module_name(path)
+        for owner, forbidden in FORBIDDEN_MODULE_IMPORTS.items():
+            if not _under(module, owner):
+                continue
+            for line, name in imported_modules(path.read_text(), module):
+                if any(_under(name, bad) for bad in forbidden):
+                    violations.append(f"{path.relative_to(REPO_ROOT)}:{line} imports {name}")
+    assert not violations, "forbidden imports:\n" + "\n".join(sorted(violations))
+
+
+def _code_files() -> list[Path]:
+    return [
+        path
+        for package in PACKAGES
+        for path in sorted((REPO_ROOT / package).rglob("*.py"))
+        if "migrations" not in path.parts
+    ]
+
+
+def test_modules_and_functions_stay_small() -> None:
+    too_long = []
+    for path in _code_files():
+        source = path.read_text()
+        where = path.relative_to(REPO_ROOT)
+        if source.count("\n") > MAX_MODULE_LINES:
+            too_long.append(f"{where}: {source.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{where}:{node.lineno} {node.name}: {length} lines")
+    assert not too_long, (
+        f"over {MAX_MODULE_LINES} lines a module or {MAX_FUNCTION_LINES} a function "
+        "(split by concept):\n" + "\n".join(too_long)
+    )
 
 
 # ---- nothing happens at import ---------------------------------------------------------------
@@ -216,7 +312,7 @@ def _import_in_subprocess(tmp_path: Path, modules: list[str]) -> dict[str, Any]:
 
 def test_importing_the_packages_does_nothing(tmp_path: Path) -> None:
     report = _import_in_subprocess(
-        tmp_path, ["api", "worker", "shared", "shared.store", "worker.execute"]
+        tmp_path, [*PACKAGES, "shared.store", "worker.execute", "ops.cli", "ops.launcher"]
     )
     assert report["root_handlers"] == 0, "a library module configured logging"
 
@@ -236,6 +332,6 @@ def test_the_repository_needs_nothing_beside_it() -> None:
     assert digest in (contract.parent / "SOURCE.md").read_text()
     outside = "../" + "shared"
     sources = [REPO_ROOT / "Makefile", *(REPO_ROOT / ".ci").iterdir()]
-    for package in ("api", "worker", "shared", "tests", "bench"):
+    for package in (*PACKAGES, "tests", "bench"):
         sources += (REPO_ROOT / package).rglob("*.py")
     assert [str(p) for p in sources if outside in p.read_text(errors="replace")] == []

@@ -9,9 +9,9 @@ import redis
 from celery import bootsteps
 from celery.signals import worker_ready, worker_shutting_down
 
-from shared import keys, logs
+from shared import logs
 from shared.bus import make_redis
-from shared.queue import make_celery
+from shared.queue import make_celery, paused_queues
 from shared.settings import Settings
 from worker.drain import PROCESS_DRAIN
 from worker.presence import Presence
@@ -30,12 +30,13 @@ def _honour_paused_queues(sender: Any = None, **_kwargs: Any) -> None:
     """A worker that starts while operators have a queue paused does not consume it."""
     client = redis.Redis.from_url(settings.redis_url)
     try:
-        for queue in keys.ALL_QUEUES:
-            if client.exists(keys.paused(queue)) and sender is not None:
-                sender.cancel_task_queue(queue)
-                log.info("queue %s is paused: not consuming it", queue)
+        paused = paused_queues(client)
     finally:
         client.close()
+    for queue, flag in paused.items():
+        if flag and sender is not None:
+            sender.cancel_task_queue(queue)
+            log.info("queue %s is paused: not consuming it", queue)
 
 
 @worker_ready.connect

@@ -21,16 +21,10 @@ from typing import Any
 
 from shared.bus import EventBus, StoredEvent
 from shared.lifecycle import close_log
+from shared.schema.events import OPENING_TYPES
 from shared.schema.response import Status
 from shared.store import Store
-from shared.store.jobs import (
-    ended_between,
-    queued_created_before,
-    requeue,
-    running_started_before,
-)
 from shared.store.tables import OUTPUT, ResponseRow
-from worker.execute import LIFECYCLE_START
 from worker.replay import OUTPUT_EVENT_TYPES, merge_saved, replay
 
 log = logging.getLogger(__name__)
@@ -77,7 +71,7 @@ def _reap_running(
     now: float,
     done: Reaped,
 ) -> None:
-    candidates = running_started_before(store, before=int(now - heartbeat_timeout))
+    candidates = store.running_started_before(before=int(now - heartbeat_timeout))
     alive = bus.beating([row.id for row in candidates])
     for row in candidates:
         if row.id in alive:
@@ -85,10 +79,10 @@ def _reap_running(
         last = bus.last(row.id)
         if last is not None and last.terminal:
             continue  # it finished; the store update is what it wrote first
-        output_started = last is not None and last.type not in LIFECYCLE_START
+        output_started = last is not None and last.type not in OPENING_TYPES
         if not output_started and row.attempts < max_attempts:
             assert row.started_at is not None
-            if requeue(store, response_id=row.id, started_at=row.started_at):
+            if store.requeue(response_id=row.id, started_at=row.started_at):
                 bus.mark_resent(row.id, ttl_seconds=RESEND_GRACE_SECONDS)
                 enqueue(row.id)
                 done.requeued.append(row.id)
@@ -125,7 +119,7 @@ def _resend_stuck_queued(
     duplicate message is harmless, since only one claim can win."""
     if queue_depth() > 0:
         return  # a backlog explains waiting jobs; look again once it has drained
-    for row in queued_created_before(store, before=int(now - after)):
+    for row in store.queued_created_before(before=int(now - after)):
         if bus.mark_resent(row.id, ttl_seconds=after):
             enqueue(row.id)
             done.resent.append(row.id)
@@ -140,7 +134,7 @@ def _close_ended_logs(
     """Jobs whose worker died after the store recorded their end (or that were cancelled
     while their worker was dying) get their log's terminal event from the store."""
     since = int(now - 10 * heartbeat_timeout)
-    rows = ended_between(store, since=since, until=int(now - heartbeat_timeout))
+    rows = store.ended_between(since=since, until=int(now - heartbeat_timeout))
     alive = bus.beating([row.id for row in rows])
     for row in rows:
         if row.id not in alive and close_log(store, bus, row):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -17,6 +16,8 @@ from shared.routing import BUILTIN, Route, Router
 from shared.settings import Settings
 from shared.store import Store, make_engine
 from shared.store.webhooks import WebhookStore
+from worker.deps import Limits, RunDeps
+from worker.drain import Drain
 from worker.providers.base import Provider
 from worker.providers.builtin import BuiltinModel
 from worker.providers.chat_completions import ChatCompletionsProvider
@@ -36,6 +37,20 @@ class Runtime:
     # One provider per route per process, so its HTTP connections serve every job.
     providers: dict[Route, Provider] = field(default_factory=dict)
 
+    def run_deps(self, drain: Drain) -> RunDeps:
+        """What a run needs, from this process's pieces (``worker.execute``)."""
+        return RunDeps(
+            store=self.store,
+            bus=self.bus,
+            provider_for=self.provider_for,
+            route_for=self.router.resolve,
+            limits=Limits.from_settings(self.settings),
+            secret_key=self.settings.secret_key,
+            outbound=self.outbound,
+            metrics=self.metrics,
+            drain=drain,
+        )
+
     def provider_for(self, model: str) -> Provider:
         route = self.router.resolve(model)
         found = self.providers.get(route)
@@ -50,7 +65,7 @@ def make_provider(route: Route, settings: Settings) -> Provider:
     assert route.base_url is not None
     return ChatCompletionsProvider(
         base_url=route.base_url,
-        api_key=os.environ.get(route.api_key_env) if route.api_key_env else None,
+        api_key=route.api_key(),
         upstream_model=route.upstream_model,
         timeout=route.timeout_seconds or settings.upstream_timeout_seconds,
         retries=settings.upstream_retries,

@@ -4,13 +4,14 @@
 ``shared.schema.events``; the emitter stamps sequence numbers) and keeps ``output``, the
 output items so far. Items are opened and closed in the order the SDK helpers require (spec
 digest §4.3): an item's ``output_item.added`` precedes its part and delta events, which
-precede its ``output_item.done``; ``output_index`` is dense from 0.
+precede its ``output_item.done``; ``output_index`` is dense from 0. An item is finished
+exactly when its ``output_item.done`` is among the returned events (``worker.publisher``
+saves it then).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from shared import ids
@@ -22,7 +23,6 @@ from shared.schema.events import (
     McpCallArgumentsDelta,
     McpCallArgumentsDone,
     McpEvent,
-    OutputItemEvent,
     OutputTextDelta,
     OutputTextDone,
     ReasoningSummaryPartEvent,
@@ -33,48 +33,52 @@ from shared.schema.events import (
     StreamEvent,
 )
 from worker.providers import base
+from worker.stream_items import (
+    TOOL_KINDS,
+    McpTarget,
+    OpenItem,
+    add_usage,
+    item_event,
+    mcp_approval_request_item,
+    mcp_call_item,
+    mcp_list_tools_item,
+    part_location,
+)
 
 
-@dataclass(frozen=True)
-class McpTarget:
-    """An MCP tool as the model sees it (a function), and where calls to it go."""
-
-    server_label: str
-    tool: str  # the tool's name on its server
-    approval: bool  # calls need the user's approval first
-
-
-@dataclass
-class _Open:
-    index: int
-    kind: str  # "message", "reasoning", "function_call", "mcp_call", "mcp_approval_request"
-    part: str | None = None  # open content part of a message: "output_text" / "refusal"
-    tool_index: int | None = None
-    buffer: list[str] = field(default_factory=list)
+def _no_mcp(_name: str) -> McpTarget | None:
+    return None
 
 
 class StreamState:
     def __init__(
         self,
         new_id: Callable[[str], str] = ids.new_id,
-        mcp: dict[str, McpTarget] | None = None,
+        *,
+        mcp: Callable[[str], McpTarget | None] = _no_mcp,
+        tool_budget: int | None = None,
     ) -> None:
+        """``mcp``: the MCP tool behind a function name the model calls, if any (asked when
+        the call starts: the run's toolbox learns the names as it lists servers).
+        ``tool_budget``: the tool calls this response may still make (``max_tool_calls``);
+        calls the model starts beyond it are ignored."""
         self.new_id = new_id
-        self.mcp = mcp or {}  # function name the model calls → the MCP tool behind it
+        self.mcp = mcp
+        self.tool_budget = tool_budget
         self.output: list[dict[str, Any]] = []
         self.pending_calls: list[int] = []  # mcp_call items whose arguments are complete
-        # Tool calls the model may still start (max_tool_calls); later ones are ignored.
-        self.tool_budget: int | None = None
         self._ignored: set[int] = set()
         self.usage: base.Usage | None = None
         self.finish_reason: base.FinishReason | None = None
-        self.done_indexes: list[int] = []  # items finished by the latest ``apply``/``close``
-        self._open: _Open | None = None
+        self._open: OpenItem | None = None
 
     # ---- public ----------------------------------------------------------------------
 
+    @property
+    def out_of_calls(self) -> bool:
+        return self.tool_budget is not None and self.tool_budget <= 0
+
     def apply(self, delta: base.Delta) -> list[StreamEvent]:
-        self.done_indexes = []
         if isinstance(delta, base.TextDelta):
             return self._message_delta("output_text", delta.text)
         if isinstance(delta, base.RefusalDelta):
@@ -84,25 +88,19 @@ class StreamState:
         if isinstance(delta, base.ToolCallDelta):
             return self._tool_delta(delta)
         if isinstance(delta, base.Usage):
-            self.usage = delta if self.usage is None else _add_usage(self.usage, delta)
+            self.usage = delta if self.usage is None else add_usage(self.usage, delta)
         elif isinstance(delta, base.Finish):
             self.finish_reason = delta.reason
         return []
 
     def end_turn(self) -> list[StreamEvent]:
         """The model finished a turn: close its last item (calls stay pending)."""
-        self.done_indexes = []
         self._ignored = set()
         return self._close("completed")
-
-    def take_done(self) -> list[int]:
-        done, self.done_indexes = self.done_indexes, []
-        return done
 
     def close(self, status: str = "completed") -> list[StreamEvent]:
         """Finish the open item (if any) with ``status``; returns its closing events. MCP
         calls that never ran end too, ``incomplete``."""
-        self.done_indexes = []
         events = self._close(status)
         for index in self.pending_calls:
             events += self._done(index, "incomplete")
@@ -113,13 +111,7 @@ class StreamState:
 
     def start_list_tools(self, server_label: str) -> tuple[int, list[StreamEvent]]:
         events = self._close("completed")
-        item: dict[str, Any] = {
-            "id": self.new_id(ids.MCP_LIST_TOOLS),
-            "type": "mcp_list_tools",
-            "server_label": server_label,
-            "tools": [],
-            "error": None,
-        }
+        item = mcp_list_tools_item(self.new_id(ids.MCP_LIST_TOOLS), server_label)
         index, added = self._add(item)
         return index, [*events, added, self._mcp_event("mcp_list_tools.in_progress", index)]
 
@@ -134,9 +126,12 @@ class StreamState:
     def start_mcp_call(
         self, server_label: str, name: str, arguments: str, approval_request_id: str | None
     ) -> tuple[int, list[StreamEvent]]:
-        """An approved call the worker makes before asking the model anything."""
+        """An approved call the worker makes before asking the model anything (it counts
+        against the tool budget)."""
+        if self.tool_budget is not None:
+            self.tool_budget -= 1
         events = self._close("completed")
-        item = _mcp_call_item(self.new_id(ids.MCP_CALL), server_label, name, arguments)
+        item = mcp_call_item(self.new_id(ids.MCP_CALL), server_label, name, arguments)
         item["approval_request_id"] = approval_request_id
         index, added = self._add(item)
         events += [added, self._mcp_event("mcp_call.in_progress", index)]
@@ -161,18 +156,13 @@ class StreamState:
     def _add(self, item: dict[str, Any]) -> tuple[int, StreamEvent]:
         index = len(self.output)
         self.output.append(item)
-        return index, OutputItemEvent(
-            type="response.output_item.added", output_index=index, item=_copy(item)
-        )
+        return index, item_event(False, index, item)
 
     def _done(self, index: int, status: str | None) -> list[StreamEvent]:
         item = self.output[index]
         if status is not None:
             item["status"] = status
-        self.done_indexes.append(index)
-        return [
-            OutputItemEvent(type="response.output_item.done", output_index=index, item=_copy(item))
-        ]
+        return [item_event(True, index, item)]
 
     def _mcp_event(self, name: str, index: int) -> StreamEvent:
         return McpEvent(
@@ -183,27 +173,25 @@ class StreamState:
 
     # ---- items -----------------------------------------------------------------------
 
-    def _start(self, item: dict[str, Any], kind: str, **extra: Any) -> tuple[_Open, StreamEvent]:
-        index = len(self.output)
-        self.output.append(item)
-        self._open = _Open(index=index, kind=kind, **extra)
-        added = OutputItemEvent(
-            type="response.output_item.added", output_index=index, item=_copy(item)
-        )
+    def _start(self, item: dict[str, Any], kind: str, **extra: Any) -> tuple[OpenItem, StreamEvent]:
+        index, added = self._add(item)
+        self._open = OpenItem(index=index, kind=kind, **extra)
         return self._open, added
 
     def _close(self, status: str) -> list[StreamEvent]:
         current = self._open
         if current is None:
             return []
-        events: list[StreamEvent] = []
+        self._open = None
         item = self.output[current.index]
         if current.kind == "message":
-            events += self._close_part(current)
+            events = self._close_part(current)
         elif current.kind == "reasoning":
-            events += self._close_summary(current)
-        elif current.kind == "function_call":
+            events = self._close_summary(current)
+        else:  # a tool call: its arguments are complete
             item["arguments"] = "".join(current.buffer)
+            events = []
+        if current.kind == "function_call":
             events.append(
                 FunctionCallArgumentsDone(
                     item_id=item["id"],
@@ -213,35 +201,16 @@ class StreamState:
                 )
             )
         elif current.kind == "mcp_call":
-            # Its arguments are complete; the call runs next, and its item ends after it.
-            item["arguments"] = "".join(current.buffer)
-            events.append(
+            # The call runs next, and its item ends after it.
+            self.pending_calls.append(current.index)
+            return [
                 McpCallArgumentsDone(
                     item_id=item["id"], output_index=current.index, arguments=item["arguments"]
                 )
-            )
-            self.pending_calls.append(current.index)
-            self._open = None
-            return events
-        elif current.kind == "mcp_approval_request":
-            item["arguments"] = "".join(current.buffer)
-            self.done_indexes.append(current.index)
-            self._open = None
-            return [
-                *events,
-                OutputItemEvent(
-                    type="response.output_item.done", output_index=current.index, item=_copy(item)
-                ),
             ]
-        item["status"] = status
-        events.append(
-            OutputItemEvent(
-                type="response.output_item.done", output_index=current.index, item=_copy(item)
-            )
-        )
-        self.done_indexes.append(current.index)
-        self._open = None
-        return events
+        elif current.kind == "mcp_approval_request":
+            return self._done(current.index, None)
+        return [*events, *self._done(current.index, status)]
 
     # ---- message ---------------------------------------------------------------------
 
@@ -268,19 +237,19 @@ class StreamState:
                 )
             )
         current.buffer.append(text)
-        where = _where(item, current)
+        where = part_location(item, current)
         if part_type == "output_text":
             events.append(OutputTextDelta(**where, delta=text))
         else:
             events.append(RefusalDelta(**where, delta=text))
         return events
 
-    def _close_part(self, current: _Open) -> list[StreamEvent]:
+    def _close_part(self, current: OpenItem) -> list[StreamEvent]:
         if current.part is None:
             return []
         item = self.output[current.index]
         text = "".join(current.buffer)
-        where = _where(item, current)
+        where = part_location(item, current)
         done: StreamEvent
         if current.part == "output_text":
             part = it.output_text_part(text)
@@ -320,7 +289,7 @@ class StreamState:
         )
         return events
 
-    def _close_summary(self, current: _Open) -> list[StreamEvent]:
+    def _close_summary(self, current: OpenItem) -> list[StreamEvent]:
         item = self.output[current.index]
         text = "".join(current.buffer)
         part = {"type": "summary_text", "text": text}
@@ -341,10 +310,10 @@ class StreamState:
         if delta.index in self._ignored:
             return events
         if current is None or current.kind not in TOOL_KINDS or current.tool_index != delta.index:
+            if self.out_of_calls:
+                self._ignored.add(delta.index)
+                return events
             if self.tool_budget is not None:
-                if self.tool_budget <= 0:
-                    self._ignored.add(delta.index)
-                    return events
                 self.tool_budget -= 1
             events += self._close("completed")
             current, opened = self._start_tool(delta)
@@ -366,8 +335,8 @@ class StreamState:
                 )
         return events
 
-    def _start_tool(self, delta: base.ToolCallDelta) -> tuple[_Open, list[StreamEvent]]:
-        target = self.mcp.get(delta.name or "")
+    def _start_tool(self, delta: base.ToolCallDelta) -> tuple[OpenItem, list[StreamEvent]]:
+        target = self.mcp(delta.name or "")
         if target is None:
             item = it.function_call_item(
                 self.new_id(ids.FUNCTION_CALL),
@@ -377,59 +346,11 @@ class StreamState:
             current, added = self._start(item, "function_call", tool_index=delta.index)
             return current, [added]
         if target.approval:
-            item = {
-                "id": self.new_id(ids.MCP_APPROVAL_REQUEST),
-                "type": "mcp_approval_request",
-                "server_label": target.server_label,
-                "name": target.tool,
-                "arguments": "",
-            }
+            item = mcp_approval_request_item(
+                self.new_id(ids.MCP_APPROVAL_REQUEST), target.server_label, target.tool
+            )
             current, added = self._start(item, "mcp_approval_request", tool_index=delta.index)
             return current, [added]
-        item = _mcp_call_item(self.new_id(ids.MCP_CALL), target.server_label, target.tool, "")
+        item = mcp_call_item(self.new_id(ids.MCP_CALL), target.server_label, target.tool, "")
         current, added = self._start(item, "mcp_call", tool_index=delta.index)
         return current, [added, self._mcp_event("mcp_call.in_progress", current.index)]
-
-
-TOOL_KINDS = ("function_call", "mcp_call", "mcp_approval_request")
-
-
-def _add_usage(a: base.Usage, b: base.Usage) -> base.Usage:
-    """Usage over several model turns (a tool loop)."""
-    return base.Usage(
-        a.input_tokens + b.input_tokens,
-        a.output_tokens + b.output_tokens,
-        a.reasoning_tokens + b.reasoning_tokens,
-        a.cached_tokens + b.cached_tokens,
-    )
-
-
-def _mcp_call_item(item_id: str, server_label: str, name: str, arguments: str) -> dict[str, Any]:
-    return {
-        "id": item_id,
-        "type": "mcp_call",
-        "status": "in_progress",
-        "server_label": server_label,
-        "name": name,
-        "arguments": arguments,
-        "output": None,
-        "error": None,
-        "approval_request_id": None,
-    }
-
-
-def _where(item: dict[str, Any], current: _Open) -> dict[str, Any]:
-    return {
-        "item_id": item["id"],
-        "output_index": current.index,
-        "content_index": len(item["content"]) - 1,
-    }
-
-
-def _copy(item: dict[str, Any]) -> dict[str, Any]:
-    """A snapshot of an item, safe from later mutation of its content list."""
-    out = dict(item)
-    for key in ("content", "summary"):
-        if key in out:
-            out[key] = [dict(p) for p in out[key]]
-    return out

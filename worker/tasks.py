@@ -18,13 +18,15 @@ from shared.queue import (
     SWEEP_WEBHOOKS,
     enqueue_delivery,
     enqueue_response,
+    is_paused,
     queue_depth,
     queue_for,
 )
+from shared.schema.job import JobSpec
 from shared.store.admin import AdminStore
-from worker import webhooks
+from worker import delivery
 from worker.drain import PROCESS_DRAIN
-from worker.execute import Limits, execute
+from worker.execute import execute
 from worker.reaper import reap
 from worker.runtime import Runtime, runtime
 
@@ -38,18 +40,26 @@ def _paused(rt: Runtime, queue: str) -> bool:
     losing the message to a failed task would leave the job queued until the reaper
     re-sends it)."""
     try:
-        return bool(rt.bus.redis.exists(keys.paused(queue)))
+        return is_paused(rt.bus.redis, queue)
     except redis.RedisError as exc:
         log.warning("cannot read the pause flag of %s (%s); running the job", queue, exc)
         return False
 
 
 def register(app: Celery) -> None:
-    def requeue(rt: Runtime, response_id: str) -> None:
-        """Send a lost job again, on the queue its service tier picks."""
-        row = rt.store.get_response(response_id=response_id)
-        tier = row.params.get("service_tier") if row is not None else None
-        enqueue_response(app, response_id, queue_for(tier))
+    _register_runs(app)
+    _register_upkeep(app)
+
+
+def _requeue(app: Celery, rt: Runtime, response_id: str) -> None:
+    """Send a lost job again, on the queue its service tier picks."""
+    row = rt.store.get_response(response_id=response_id)
+    tier = JobSpec.model_validate(row.params).service_tier if row is not None else None
+    enqueue_response(app, response_id, queue_for(tier))
+
+
+def _register_runs(app: Celery) -> None:
+    """The job task, and the reaper that finds jobs whose worker was lost."""
 
     @app.task(
         name=RUN_RESPONSE,
@@ -70,20 +80,8 @@ def register(app: Celery) -> None:
             time.sleep(PAUSED_RESEND_DELAY_SECONDS)
             enqueue_response(app, response_id, queue)
             return
-        handed_back = execute(
-            response_id,
-            store=rt.store,
-            bus=rt.bus,
-            provider_for=rt.provider_for,
-            route_for=rt.router.resolve,
-            limits=Limits.from_settings(rt.settings),
-            secret_key=rt.settings.secret_key,
-            outbound=rt.outbound,
-            metrics=rt.metrics,
-            drain=PROCESS_DRAIN,
-        )
-        if handed_back:  # the worker is stopping: another one runs it
-            requeue(rt, response_id)
+        if execute(response_id, rt.run_deps(PROCESS_DRAIN)):
+            _requeue(app, rt, response_id)  # the worker is stopping: another one runs it
 
     @app.task(name=REAP, ignore_result=True)
     def reap_lost_jobs() -> None:
@@ -91,23 +89,27 @@ def register(app: Celery) -> None:
         reap(
             store=rt.store,
             bus=rt.bus,
-            enqueue=lambda response_id: requeue(rt, response_id),
+            enqueue=lambda response_id: _requeue(app, rt, response_id),
             heartbeat_timeout=rt.settings.heartbeat_timeout_seconds,
             max_attempts=rt.settings.max_attempts,
             queue_depth=lambda: queue_depth(rt.bus.redis),
             queued_resend_after=rt.settings.queued_resend_seconds,
         )
 
+
+def _register_upkeep(app: Celery) -> None:
+    """Webhook deliveries and their sweep, and the queue-depth history."""
+
     @app.task(name=DELIVER_WEBHOOK, acks_late=True, ignore_result=True)
     def deliver_webhook(delivery_id: str, attempts: int) -> None:
         rt = runtime()
-        webhooks.deliver(
+        delivery.deliver(
             delivery_id,
             attempts,
             hooks=rt.hooks,
             client=rt.http,
             outbound=rt.outbound,
-            policy=webhooks.Policy.from_settings(rt.settings),
+            policy=delivery.Policy.from_settings(rt.settings),
             metrics=rt.metrics,
         )
 
@@ -119,7 +121,7 @@ def register(app: Celery) -> None:
     @app.task(name=SWEEP_WEBHOOKS, ignore_result=True)
     def sweep_webhooks() -> None:
         rt = runtime()
-        webhooks.sweep(
+        delivery.sweep(
             hooks=rt.hooks,
             enqueue=lambda delivery_id, attempts: enqueue_delivery(app, delivery_id, attempts),
             clock=time.time,

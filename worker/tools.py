@@ -1,6 +1,7 @@
 """The tools of one run: function tools (run by the client) and MCP servers (run here).
 
-``Toolbox.from_params`` reads the tools the Response echoes plus the unsealed credentials.
+``Toolbox.build`` takes the job's typed tools (``shared.schema.tools``) plus the unsealed
+credentials.
 MCP tools are shown to the model as function tools; ``targets`` maps the name the model
 calls to the server and tool behind it (README, "Tools").
 """
@@ -9,14 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from shared.errors import InvalidRequest
 from shared.netpolicy import OutboundPolicy
+from shared.schema.tools import FunctionTool, McpApprovalFilter, McpTool, McpToolFilter
 from worker.mcp_results import McpError
-from worker.stream_state import McpTarget
+from worker.stream_items import McpTarget
 
 log = logging.getLogger(__name__)
 
@@ -30,32 +32,32 @@ class McpServer:
     headers: dict[str, str]
     allowed: frozenset[str] | None
     read_only: bool
-    approval: Any  # "always", "never", or {"always": {...}, "never": {...}}
+    approval: Literal["always", "never"] | McpApprovalFilter
 
     @classmethod
-    def from_tool(cls, tool: dict[str, Any], credentials: dict[str, Any]) -> McpServer:
+    def from_tool(cls, tool: McpTool, credentials: dict[str, Any]) -> McpServer:
         headers = dict(credentials.get("headers") or {})
         if credentials.get("authorization"):
             headers["Authorization"] = f"Bearer {credentials['authorization']}"
-        allowed = tool.get("allowed_tools")
+        allowed = tool.allowed_tools
         read_only = False
-        if isinstance(allowed, dict):
-            read_only = bool(allowed.get("read_only"))
-            allowed = allowed.get("tool_names")
+        if isinstance(allowed, McpToolFilter):
+            read_only = bool(allowed.read_only)
+            allowed = allowed.tool_names
         return cls(
-            label=tool["server_label"],
-            url=tool["server_url"],
+            label=tool.server_label,
+            url=tool.server_url,
             headers=headers,
             allowed=frozenset(allowed) if allowed is not None else None,
             read_only=read_only,
-            approval=tool.get("require_approval", "always"),
+            approval=tool.require_approval,
         )
 
     def needs_approval(self, tool: str) -> bool:
         rule = self.approval
-        if isinstance(rule, dict):
-            for mode, needed in (("never", False), ("always", True)):
-                if tool in ((rule.get(mode) or {}).get("tool_names") or ()):
+        if isinstance(rule, McpApprovalFilter):
+            for names, needed in ((rule.never, False), (rule.always, True)):
+                if names is not None and tool in names.tool_names:
                     return needed
             return True
         return rule != "never"
@@ -77,20 +79,20 @@ class Toolbox:
     targets: dict[str, McpTarget] = field(default_factory=dict)  # model's name → MCP tool
 
     @classmethod
-    def from_params(
+    def build(
         cls,
-        tools: list[dict[str, Any]],
+        tools: Sequence[FunctionTool | McpTool],
         credentials: dict[str, dict[str, Any]],
         *,
         timeout: float,
         outbound: OutboundPolicy | None,
     ) -> Toolbox:
         servers = {
-            t["server_label"]: McpServer.from_tool(t, credentials.get(t["server_label"], {}))
+            t.server_label: McpServer.from_tool(t, credentials.get(t.server_label, {}))
             for t in tools
-            if t.get("type") == "mcp"
+            if isinstance(t, McpTool)
         }
-        functions = [t for t in tools if t.get("type") == "function"]
+        functions = [t.model_dump() for t in tools if isinstance(t, FunctionTool)]
         return cls(functions=functions, servers=servers, timeout=timeout, outbound=outbound)
 
     def known_listing(self, label: str, items: list[dict[str, Any]]) -> list[dict[str, Any]] | None:

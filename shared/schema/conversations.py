@@ -1,4 +1,5 @@
-"""Conversations API shapes (spec digest §7.5): request bodies and the Conversation object."""
+"""Conversations API request bodies (spec digest §7.5); ``api.conversations`` builds the
+Conversation object from the store's rows."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from shared.schema.items import InputItem
 from shared.schema.requests import validate_metadata
 from shared.schema.validation import custom_error, json_type_name
-from shared.store.tables import ConversationRow
 
 MAX_ITEMS_PER_REQUEST = 20
 
@@ -39,7 +40,7 @@ class _Body(BaseModel):
 
 
 class CreateConversation(_Body):
-    items: list[Any] | None = None
+    items: list[InputItem] | None = None
     metadata: dict[str, str] | None = None
 
     _check_items = field_validator("items", mode="before")(_items)
@@ -53,19 +54,6 @@ class UpdateConversation(_Body):
 
 
 class CreateItems(_Body):
-    items: list[Any]
+    items: list[InputItem]
 
     _check_items = field_validator("items", mode="before")(_items)
-
-
-def conversation_object(row: ConversationRow) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "object": "conversation",
-        "created_at": row.created_at,
-        "metadata": row.meta or {},
-    }
-
-
-def deleted_object(conversation_id: str) -> dict[str, Any]:
-    return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}

@@ -38,19 +38,26 @@ class ResponseEvent(Event):
     response: JSON
 
 
-def terminal_type(status: str) -> str:
-    """The event that ends a stream whose response ended with ``status``.
+# The log of every response opens with these, before any output: ``created``, ``queued``
+# (background only), ``in_progress`` (``shared.lifecycle.opening_events``).
+OPENING_TYPES = frozenset({"response.created", "response.queued", "response.in_progress"})
 
-    The SDK's event union has no ``response.cancelled``: a cancelled response ends its stream
-    with ``response.incomplete`` whose Response carries ``status: "cancelled"``. Both SDKs end
-    cleanly on it (the raw stream stops; the Agents SDK reports a non-completed response).
-    """
-    return {
-        "completed": "response.completed",
-        "failed": "response.failed",
-        "incomplete": "response.incomplete",
-        "cancelled": "response.incomplete",
-    }[status]
+# The event that ends a stream whose response ended with a status. The SDK's event union has
+# no ``response.cancelled``: a cancelled response ends its stream with ``response.incomplete``
+# whose Response carries ``status: "cancelled"``. Both SDKs end cleanly on it (the raw stream
+# stops; the Agents SDK reports a non-completed response).
+_TERMINAL_BY_STATUS = {
+    "completed": "response.completed",
+    "failed": "response.failed",
+    "incomplete": "response.incomplete",
+    "cancelled": "response.incomplete",
+}
+TERMINAL_TYPES = frozenset(_TERMINAL_BY_STATUS.values())
+
+
+def terminal_type(status: str) -> str:
+    """The event that ends a stream whose response ended with ``status``."""
+    return _TERMINAL_BY_STATUS[status]
 
 
 class OutputItemEvent(Event):

@@ -1,22 +1,29 @@
-"""Input and output items: normalising what clients send, building what resq returns.
+"""Input and output items: the items clients send, as pydantic models, and the items resq
+builds.
 
 Clients send items in many shapes (spec digest §3.2): plain strings, messages without a
-``type``, bare ``{"id": …}`` item references, and any output item replayed verbatim. They
-are normalised here into the ResponseItem form of §3.3: every item has a ``type`` and an
-``id``, messages have a ``status`` and a list of content parts.
+``type``, bare ``{"id": …}`` item references, and any output item replayed verbatim.
+``InputItem`` is their union, discriminated on ``type`` (inferred where the client left it
+out, as OpenAI does); ``normalized()`` turns each into the ResponseItem form of §3.3: every
+item has a ``type``, messages have a ``status`` and a list of content parts, and the keys a
+client sent are kept as sent (``shared.schema.content.Sent``). ``ensure_id`` then gives it
+an ``id``.
+
+A model checks the keys resq reads, with OpenAI's errors (``shared.schema.validation``);
+every other key passes through unchecked, for the upstream to judge.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Discriminator, Field, Tag, WithJsonSchema, field_validator, model_validator
 
 from shared import ids
-from shared.errors import InvalidRequest
-from shared.schema.validation import json_type_name
+from shared.schema.content import AssistantPart, InputPart, Sent, SummaryText, text_part
+from shared.schema.validation import missing_error, type_error, value_error
 
 MESSAGE_ROLES = ("user", "assistant", "system", "developer")
-INPUT_PART_TYPES = {"input_text", "input_image", "input_file", "input_audio"}
-ASSISTANT_PART_TYPES = {"output_text", "refusal"}
 
 # Prefixes of the ids resq assigns to input items that arrive without one.
 _ID_PREFIX = {
@@ -41,218 +48,267 @@ INPUT_ITEM_TYPES = frozenset(
         "shell_call_output", "tool_search_call", "tool_search_output", "web_search_call",
     }
 )  # fmt: skip
-# Fields of the items resq reads, with their JSON types: (required, optional) per type.
-_STR, _ARRAY, _BOOL = (str,), (list,), (bool,)
-_FIELDS: dict[str, tuple[dict[str, tuple[type, ...]], dict[str, tuple[type, ...]]]] = {
-    "function_call": ({"call_id": _STR, "name": _STR, "arguments": _STR}, {"id": _STR}),
-    "function_call_output": ({"call_id": _STR, "output": (str, list)}, {"id": _STR}),
-    "reasoning": ({"summary": _ARRAY}, {"id": _STR, "encrypted_content": (str, type(None))}),
-    "mcp_approval_response": ({"approval_request_id": _STR, "approve": _BOOL}, {"id": _STR}),
-    "mcp_approval_request": ({"server_label": _STR, "name": _STR, "arguments": _STR}, {}),
-    "mcp_call": ({"server_label": _STR, "name": _STR, "arguments": _STR}, {"id": _STR}),
-    "mcp_list_tools": ({"server_label": _STR, "tools": _ARRAY}, {"id": _STR}),
-    "compaction": ({"encrypted_content": _STR}, {"id": _STR}),
+# How the OpenAPI document describes an input item (the union is too loose to generate from).
+INPUT_ITEM_SCHEMA = {
+    "type": "object",
+    "description": "An input item (spec digest §3.2): a message, a tool output, an item "
+    "reference, or an output item sent back.",
 }
-_EXPECTED = {str: "a string", list: "an array", bool: "a boolean", type(None): "null"}
-
 
 # The longest item id the store keeps (its column width); a longer one is refused here.
 ITEM_ID_MAX_LENGTH = 128
+ItemId = Annotated[str, Field(max_length=ITEM_ID_MAX_LENGTH)]
 
 
-def _fail(message: str, param: str, code: str = "invalid_value") -> InvalidRequest:
-    return InvalidRequest(message, param=param, code=code)
+class _Item(Sent):
+    # Declared first: an item's id is checked before anything else in it, as OpenAI does.
+    id: ItemId | None = None
 
 
-def _text_part(role: str, text: str) -> dict[str, Any]:
-    if role == "assistant":
-        return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-    return {"type": "input_text", "text": text}
+# ---- messages ------------------------------------------------------------------------------
 
 
-def _message(raw: dict[str, Any], param: str) -> dict[str, Any]:
-    role = raw.get("role")
-    if role is None:
-        raise _fail(
-            f"Missing required parameter: '{param}.role'.",
-            f"{param}.role",
-            "missing_required_parameter",
+def _role(value: Any) -> Any:
+    if value is None:
+        raise missing_error()
+    if value not in MESSAGE_ROLES:
+        raise value_error(
+            f"Invalid value: '{value}'. Supported values are: 'user', 'assistant', 'system' "
+            "and 'developer'."
         )
-    if role not in MESSAGE_ROLES:
-        raise _fail(
-            f"Invalid value: '{role}'. Supported values are: 'user', 'assistant', 'system' "
-            "and 'developer'.",
-            f"{param}.role",
-        )
-    content = raw.get("content")
+    return value
+
+
+def _content(value: Any) -> Any:
+    if value is None:
+        raise missing_error()
+    if not isinstance(value, str | list):
+        raise type_error("a string or an array")
+    return value
+
+
+def _str_or_list(value: Any) -> str:
+    return "str" if isinstance(value, str) else "list"
+
+
+def _message(sent: dict[str, Any], role: str, content: str | list[Any]) -> dict[str, Any]:
+    """A message in ResponseItem form: content as parts, ``status`` filled in."""
     if isinstance(content, str):
-        parts = [_text_part(role, content)]
-    elif isinstance(content, list):
-        parts = [
-            _content_part(part, role, f"{param}.content[{i}]") for i, part in enumerate(content)
-        ]
-    elif content is None:
-        raise _fail(
-            f"Missing required parameter: '{param}.content'.",
-            f"{param}.content",
-            "missing_required_parameter",
-        )
+        parts = [text_part(role, content)]
     else:
-        raise _fail(
-            f"Invalid type for '{param}.content': expected a string or an array, but got "
-            f"{json_type_name(content)} instead.",
-            f"{param}.content",
-            "invalid_type",
-        )
-    item = dict(raw)
-    item.update(type="message", role=role, content=parts)
+        parts = [part.normalized() for part in content]
+    item = {**sent, "type": "message", "role": role, "content": parts}
     item.setdefault("status", "completed")
     return item
 
 
-def _content_part(part: Any, role: str, param: str) -> dict[str, Any]:
-    if not isinstance(part, dict):
-        raise _fail(
-            f"Invalid type for '{param}': expected an object, but got "
-            f"{json_type_name(part)} instead.",
-            param,
-            "invalid_type",
-        )
-    allowed = ASSISTANT_PART_TYPES if role == "assistant" else INPUT_PART_TYPES
-    ptype = part.get("type")
-    if ptype not in allowed:
-        supported = " and ".join(f"'{t}'" for t in sorted(allowed))
-        raise _fail(
-            f"Invalid value: '{ptype}'. Supported values are: {supported}.", f"{param}.type"
-        )
-    if ptype in {"input_text", "output_text"} and not isinstance(part.get("text"), str):
-        raise _fail(
-            f"Missing required parameter: '{param}.text'.",
-            f"{param}.text",
-            "missing_required_parameter",
-        )
-    if ptype == "output_text":
-        part = {"annotations": [], **part}
-    return part
+class Message(_Item):
+    """A message from the client's side (user, system, developer), ``content`` a string or
+    input parts; the easy form leaves ``type`` out. Invalid roles land here to be refused."""
+
+    type: Literal["message"] | None = None
+    role: Literal["user", "system", "developer"]
+    content: Annotated[
+        Annotated[str, Tag("str")] | Annotated[list[InputPart], Tag("list")],
+        Discriminator(_str_or_list),
+    ]
+
+    _check_role = field_validator("role", mode="before")(_role)
+    _check_content = field_validator("content", mode="before")(_content)
+
+    def normalized(self) -> dict[str, Any]:
+        return _message(self._sent, self.role, self.content)
 
 
-def _typed_item(raw: dict[str, Any], itype: str, param: str) -> dict[str, Any]:
-    if itype not in INPUT_ITEM_TYPES:
-        raise _fail(
-            f"Invalid value: '{itype}'. Supported values are the input item types of the "
+class AssistantMessage(_Item):
+    """An assistant message sent back as input: ``content`` a string or output parts."""
+
+    type: Literal["message"] | None = None
+    role: Literal["assistant"]
+    content: Annotated[
+        Annotated[str, Tag("str")] | Annotated[list[AssistantPart], Tag("list")],
+        Discriminator(_str_or_list),
+    ]
+
+    _check_content = field_validator("content", mode="before")(_content)
+
+    def normalized(self) -> dict[str, Any]:
+        return _message(self._sent, self.role, self.content)
+
+
+# ---- tool calls, their outputs, reasoning ----------------------------------------------------
+
+
+class _ToolItem(_Item):
+    """An item whose ``id``, when given, may not be ``null`` (checked after its other keys,
+    as OpenAI does)."""
+
+    @model_validator(mode="after")
+    def _id_not_null(self) -> _ToolItem:
+        if self.id is None and "id" in self.model_fields_set:
+            raise type_error("a string", at="id")
+        return self
+
+
+class FunctionCall(_ToolItem):
+    type: Literal["function_call"]
+    call_id: str
+    name: str
+    arguments: str
+
+
+def _str_or_array(value: Any) -> Any:
+    if not isinstance(value, str | list):
+        raise type_error("a string or an array")
+    return value
+
+
+class FunctionCallOutput(_ToolItem):
+    type: Literal["function_call_output"]
+    call_id: str
+    output: str | list[Any]  # text, or content parts for the upstream to read
+
+    _check_output = field_validator("output", mode="before")(_str_or_array)
+
+
+def _str_or_null(value: Any) -> Any:
+    if value is not None and not isinstance(value, str):
+        raise type_error("a string or null")
+    return value
+
+
+class Reasoning(_ToolItem):
+    type: Literal["reasoning"]
+    summary: list[SummaryText]
+    encrypted_content: str | None = None
+
+    _check_encrypted_content = field_validator("encrypted_content", mode="before")(_str_or_null)
+
+
+class McpListTools(_ToolItem):
+    type: Literal["mcp_list_tools"]
+    server_label: str
+    tools: list[Any]
+
+
+class McpCall(_ToolItem):
+    type: Literal["mcp_call"]
+    server_label: str
+    name: str
+    arguments: str
+
+
+class McpApprovalRequest(_Item):
+    type: Literal["mcp_approval_request"]
+    server_label: str
+    name: str
+    arguments: str
+
+
+class McpApprovalResponse(_ToolItem):
+    type: Literal["mcp_approval_response"]
+    approval_request_id: str
+    approve: bool
+
+
+class CompactionItem(_ToolItem):
+    """What ``/v1/responses/compact`` answered, sent back (``api.service`` checks that this
+    server sealed it)."""
+
+    type: Literal["compaction"]
+    encrypted_content: str
+
+
+# ---- references and everything else ------------------------------------------------------
+
+
+def _present(value: Any) -> Any:
+    if value is None:
+        raise missing_error()
+    return value
+
+
+class ItemReference(_Item):
+    """A stored item by id, written ``{"type": "item_reference", "id": …}`` or just
+    ``{"id": …}``; resolved by ``api.service.resolve_items``."""
+
+    type: Literal["item_reference"] | None = None
+    id: ItemId
+
+    _check_id = field_validator("id", mode="before")(_present)
+
+    def normalized(self) -> dict[str, Any]:
+        return {"type": "item_reference", "id": self.id}
+
+
+def _known_type(value: Any) -> Any:
+    if value is None:
+        raise missing_error()
+    if not isinstance(value, str):
+        raise type_error("a string")
+    if value not in INPUT_ITEM_TYPES:
+        raise value_error(
+            f"Invalid value: '{value}'. Supported values are the input item types of the "
             "Responses API ('message', 'function_call', 'function_call_output', 'reasoning', "
-            "'item_reference', 'mcp_approval_response', …).",
-            f"{param}.type",
+            "'item_reference', 'mcp_approval_response', …)."
         )
-    required, optional = _FIELDS.get(itype, ({}, {}))
-    for name, types in {**required, **optional}.items():
-        if name not in raw:
-            if name in required:
-                raise _fail(
-                    f"Missing required parameter: '{param}.{name}'.",
-                    f"{param}.{name}",
-                    "missing_required_parameter",
-                )
-            continue
-        if type(raw[name]) not in types:
-            expected = " or ".join(_EXPECTED[t] for t in types)
-            raise _fail(
-                f"Invalid type for '{param}.{name}': expected {expected}, but got "
-                f"{json_type_name(raw[name])} instead.",
-                f"{param}.{name}",
-                "invalid_type",
-            )
-    if itype == "reasoning":
-        _summary_parts(raw["summary"], f"{param}.summary")
-    return dict(raw)
+    return value
 
 
-def _summary_parts(parts: list[Any], param: str) -> None:
-    for i, part in enumerate(parts):
-        where = f"{param}[{i}]"
-        if not isinstance(part, dict):
-            raise _fail(
-                f"Invalid type for '{where}': expected an object, but got "
-                f"{json_type_name(part)} instead.",
-                where,
-                "invalid_type",
-            )
-        if part.get("type") != "summary_text":
-            raise _fail(
-                f"Invalid value: {part.get('type')!r}. Supported values are: 'summary_text'.",
-                f"{where}.type",
-            )
-        if not isinstance(part.get("text"), str):
-            raise _fail(
-                f"Invalid type for '{where}.text': expected a string, but got "
-                f"{json_type_name(part.get('text'))} instead.",
-                f"{where}.text",
-                "invalid_type",
-            )
+class OtherItem(_Item):
+    """An item of a tool resq does not run (``web_search_call``, ``computer_call`` …), sent
+    back as input: kept as given. Items without a usable ``type`` land here to be refused."""
+
+    type: str
+
+    _check_type = field_validator("type", mode="before")(_known_type)
 
 
-def normalize_item(raw: Any, param: str) -> dict[str, Any]:
-    """One input item in ResponseItem form, without an id if the client gave none."""
-    if not isinstance(raw, dict):
-        raise _fail(
-            f"Invalid type for '{param}': expected an object, but got "
-            f"{json_type_name(raw)} instead.",
-            param,
-            "invalid_type",
-        )
-    if raw.get("id") is not None and not isinstance(raw["id"], str):
-        raise _fail(
-            f"Invalid type for '{param}.id': expected a string, but got "
-            f"{json_type_name(raw['id'])} instead.",
-            f"{param}.id",
-            "invalid_type",
-        )
-    if isinstance(raw.get("id"), str) and len(raw["id"]) > ITEM_ID_MAX_LENGTH:
-        raise _fail(
-            f"Invalid '{param}.id': string too long. Expected a string with maximum length "
-            f"{ITEM_ID_MAX_LENGTH}, but got a string with length {len(raw['id'])} instead.",
-            f"{param}.id",
-            "string_above_max_length",
-        )
-    itype = raw.get("type")
-    if itype is None:
-        if "role" in raw or "content" in raw:
-            itype = "message"
-        elif "id" in raw:
-            itype = "item_reference"
-        else:
-            raise _fail(
-                f"Missing required parameter: '{param}.type'.",
-                f"{param}.type",
-                "missing_required_parameter",
-            )
-    if not isinstance(itype, str):
-        raise _fail(
-            f"Invalid type for '{param}.type': expected a string, but got "
-            f"{json_type_name(itype)} instead.",
-            f"{param}.type",
-            "invalid_type",
-        )
-    if itype == "message":
-        return _message(raw, param)
-    if itype == "item_reference":
-        if not isinstance(raw.get("id"), str):
-            raise _fail(
-                f"Missing required parameter: '{param}.id'.",
-                f"{param}.id",
-                "missing_required_parameter",
-            )
-        return {"type": "item_reference", "id": raw["id"]}
-    return _typed_item(raw, itype, param)
+_MODELLED = (
+    "function_call", "function_call_output", "reasoning", "mcp_list_tools", "mcp_call",
+    "mcp_approval_request", "mcp_approval_response", "compaction", "item_reference",
+)  # fmt: skip
 
 
-def normalize_input(value: str | list[Any] | None) -> list[dict[str, Any]]:
+def _item_type(item: Any) -> str:
+    """The union member for an item: its ``type``, or what OpenAI infers when it has none."""
+    if not isinstance(item, dict):
+        return "<other>"  # refused: not an object
+    kind = item.get("type")
+    if kind is None and ("role" in item or "content" in item):
+        kind = "message"
+    elif kind is None and "id" in item:
+        kind = "item_reference"
+    if kind == "message":
+        return "<assistant_message>" if item.get("role") == "assistant" else "<message>"
+    return f"<{kind}>" if kind in _MODELLED else "<other>"
+
+
+InputItem = Annotated[
+    Annotated[Message, Tag("<message>")]
+    | Annotated[AssistantMessage, Tag("<assistant_message>")]
+    | Annotated[FunctionCall, Tag("<function_call>")]
+    | Annotated[FunctionCallOutput, Tag("<function_call_output>")]
+    | Annotated[Reasoning, Tag("<reasoning>")]
+    | Annotated[McpListTools, Tag("<mcp_list_tools>")]
+    | Annotated[McpCall, Tag("<mcp_call>")]
+    | Annotated[McpApprovalRequest, Tag("<mcp_approval_request>")]
+    | Annotated[McpApprovalResponse, Tag("<mcp_approval_response>")]
+    | Annotated[CompactionItem, Tag("<compaction>")]
+    | Annotated[ItemReference, Tag("<item_reference>")]
+    | Annotated[OtherItem, Tag("<other>")],
+    Discriminator(_item_type),
+    WithJsonSchema(INPUT_ITEM_SCHEMA),
+]
+
+
+def normalize_input(value: str | list[InputItem] | None) -> list[dict[str, Any]]:
     """The request's ``input`` as a list of typed items (references not yet resolved)."""
     if value is None:
         return []
     if isinstance(value, str):
-        return [_message({"role": "user", "content": value}, "input")]
-    return [normalize_item(raw, f"input[{i}]") for i, raw in enumerate(value)]
+        return [Message.model_validate({"role": "user", "content": value}).normalized()]
+    return [item.normalized() for item in value]
 
 
 def ensure_id(item: dict[str, Any]) -> dict[str, Any]:

@@ -1,10 +1,12 @@
 """What resq answers with, as pydantic models: the shapes ``api/openapi.py`` publishes.
 
-The objects themselves are built as JSON-ready dicts next to their data (``response_object``,
-``conversation_object``, ``endpoint_object``, ``delivery_object``, the admin views); these
-models describe them for the OpenAPI document and are not used to build them. The fuzz test
-(tests/api/test_fuzz.py) checks every answer against the document, so a builder and its model
-cannot drift apart unnoticed.
+The objects themselves are built as JSON-ready dicts where their data is at hand
+(``shared.schema.response.response_object``; ``conversation_object`` in
+``api.conversations`` and ``endpoint_object``, ``delivery_object`` in
+``api.webhook_endpoints``, from the store's rows; the admin views); these models describe
+them for the OpenAPI document and are not used to build them. The fuzz test
+(tests/api/test_fuzz.py) checks every answer against the document, so a
+builder and its model cannot drift apart unnoticed.
 
 Objects that are free-form on the wire (items, tools, metadata, timings) stay ``dict``;
 resq's own additions carry ``x-resq: true`` in their schema.

@@ -10,12 +10,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.schema.params import Conversation, Input, ToolChoice
 from shared.schema.validation import custom_error, json_type_name, parse_body
 
 METADATA_MAX_KEYS = 16
 METADATA_MAX_KEY_LENGTH = 64
 METADATA_MAX_VALUE_LENGTH = 512
-INPUT_MAX_CHARS = 10_485_760
 
 Effort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 Summary = Literal["auto", "concise", "detailed"]
@@ -37,7 +37,6 @@ INT32_MAX = 2_147_483_647
 MODEL_MAX_LENGTH = 256
 ModelName = Annotated[str, Field(max_length=MODEL_MAX_LENGTH)]
 JSON_SCHEMA_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
-TOOL_CHOICE_TYPES = ("function", "allowed_tools", "mcp")
 
 
 class _Strict(BaseModel):
@@ -125,98 +124,22 @@ def validate_metadata(value: Any, param: str = "metadata") -> dict[str, str] | N
     return value
 
 
-def _union_type_check(value: Any, param: str, allowed: tuple[type, ...], expected: str) -> Any:
-    if value is not None and not isinstance(value, allowed):
-        raise custom_error(
-            "invalid_type",
-            f"Invalid type for '{param}': expected {expected}, but got "
-            f"{json_type_name(value)} instead.",
-            param,
-        )
-    return value
-
-
-def check_input(value: Any) -> Any:
-    value = _union_type_check(value, "input", (str, list), "a string or an array")
-    if isinstance(value, str) and len(value) > INPUT_MAX_CHARS:
-        raise custom_error(
-            "string_above_max_length",
-            f"Invalid 'input': string too long. Expected a string with maximum length "
-            f"{INPUT_MAX_CHARS}, but got a string with length {len(value)} instead.",
-            "input",
-        )
-    return value
-
-
-def _field(value: dict[str, Any], name: str, param: str, *, required: bool = True) -> None:
-    """``value[name]`` is a string (or absent, when not required)."""
-    if name not in value or value[name] is None:
-        if required:
-            raise custom_error(
-                "missing_required_parameter",
-                f"Missing required parameter: '{param}.{name}'.",
-                f"{param}.{name}",
-            )
-        return
-    _union_type_check(value[name], f"{param}.{name}", (str,), "a string")
-
-
-def check_tool_choice(value: dict[str, Any], param: str = "tool_choice") -> None:
-    """An object ``tool_choice``: a named function, ``allowed_tools`` or an MCP server's
-    tool (the tool types resq runs; hosted tools are refused with the tools themselves)."""
-    kind = value.get("type")
-    if kind not in TOOL_CHOICE_TYPES:
-        raise custom_error(
-            "invalid_value",
-            f"Invalid value: {kind!r}. Supported values are: 'function', 'allowed_tools' and "
-            "'mcp'.",
-            f"{param}.type",
-        )
-    if kind == "function":
-        _field(value, "name", param)
-    elif kind == "mcp":
-        _field(value, "server_label", param)
-        _field(value, "name", param, required=False)
-    else:
-        if value.get("mode") not in ("auto", "required"):
-            raise custom_error(
-                "invalid_value",
-                f"Invalid value: {value.get('mode')!r}. Supported values are: 'auto' and "
-                "'required'.",
-                f"{param}.mode",
-            )
-        tools = value.get("tools")
-        if tools is None:
-            raise custom_error(
-                "missing_required_parameter",
-                f"Missing required parameter: '{param}.tools'.",
-                f"{param}.tools",
-            )
-        _union_type_check(tools, f"{param}.tools", (list,), "an array")
-        for i, tool in enumerate(tools):
-            _union_type_check(tool, f"{param}.tools[{i}]", (dict,), "an object")
-            _field(tool, "type", f"{param}.tools[{i}]")
-
-
-def _check_conversation(value: Any) -> Any:
-    return _union_type_check(value, "conversation", (str, dict), "a string or an object")
-
-
 class CreateResponseRequest(_Strict):
     """The body of ``POST /v1/responses`` (spec digest §1.1)."""
 
     model: ModelName | None = None
-    input: Any = None
+    input: Input = None
     instructions: str | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     background: bool | None = None
     store: bool | None = None
     previous_response_id: str | None = None
-    conversation: Any = None
+    conversation: Conversation = None
     include: list[Includable] | None = None
+    # Checked by ``shared.schema.tools.prepare_tools``.
     tools: list[dict[str, Any]] | None = None
-    tool_choice: Any = None
+    tool_choice: ToolChoice = None
     parallel_tool_calls: bool | None = None
     max_tool_calls: Annotated[int, Field(ge=1, le=INT32_MAX)] | None = None
     max_output_tokens: Annotated[int, Field(ge=16, le=INT32_MAX)] | None = None
@@ -243,24 +166,6 @@ class CreateResponseRequest(_Strict):
     def _metadata(cls, value: Any) -> Any:
         return validate_metadata(value)
 
-    _check_input = field_validator("input", mode="before")(check_input)
-
-    @field_validator("tool_choice", mode="before")
-    @classmethod
-    def _tool_choice(cls, value: Any) -> Any:
-        value = _union_type_check(value, "tool_choice", (str, dict), "a string or an object")
-        if isinstance(value, str) and value not in {"none", "auto", "required"}:
-            raise custom_error(
-                "invalid_value",
-                f"Invalid value: '{value}'. Supported values are: 'none', 'auto' and 'required'.",
-                "tool_choice",
-            )
-        if isinstance(value, dict):
-            check_tool_choice(value)
-        return value
-
-    _check_conversation = field_validator("conversation", mode="before")(_check_conversation)
-
     @model_validator(mode="after")
     def _cross_field(self) -> CreateResponseRequest:
         if self.model is None and self.prompt is None:
@@ -285,27 +190,22 @@ class InputTokensRequest(_Strict):
     """The body of ``POST /v1/responses/input_tokens`` (§7.2): every key optional."""
 
     model: ModelName | None = None
-    input: Any = None
+    input: Input = None
     instructions: str | None = None
     previous_response_id: str | None = None
-    conversation: Any = None
+    conversation: Conversation = None
     tools: list[dict[str, Any]] | None = None
     truncation: Literal["auto", "disabled"] | None = None
-
-    _check_input = field_validator("input", mode="before")(check_input)
-    _check_conversation = field_validator("conversation", mode="before")(_check_conversation)
 
 
 class CompactRequest(_Strict):
     """The body of ``POST /v1/responses/compact`` (§7.3)."""
 
     model: ModelName
-    input: Any = None
+    input: Input = None
     instructions: str | None = None
     previous_response_id: str | None = None
     prompt_cache_key: Annotated[str, Field(max_length=64)] | None = None
-
-    _check_input = field_validator("input", mode="before")(check_input)
 
 
 def parse_create_request(body: Any) -> CreateResponseRequest:

@@ -8,10 +8,13 @@ never disagree.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
+from shared.schema.job import DEFAULT_TEXT, ConversationRef, JobSpec, ReasoningSpec
 from shared.schema.requests import CreateResponseRequest
+from shared.schema.tools import FunctionTool, McpTool
 
 
 class Status(StrEnum):
@@ -31,17 +34,28 @@ TERMINAL_STATUSES = frozenset(
     {Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.INCOMPLETE}
 )
 
-DEFAULT_TEXT = {"format": {"type": "text"}, "verbosity": "medium"}
-
 
 def echo_params(
     req: CreateResponseRequest,
     *,
     model: str,
     conversation_id: str | None = None,
-    tools: list[dict[str, Any]] | None = None,
+    tools: Sequence[FunctionTool | McpTool | dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The request parameters a Response echoes, with OpenAI's defaults filled in (§2.1, §2.4).
+    """The request parameters a Response echoes, with OpenAI's defaults filled in (§2.1, §2.4):
+    the dump of the request's ``JobSpec``, stored as the row's ``params``."""
+    return job_spec(req, model=model, conversation_id=conversation_id, tools=tools).model_dump()
+
+
+def job_spec(
+    req: CreateResponseRequest,
+    *,
+    model: str,
+    conversation_id: str | None = None,
+    tools: Sequence[FunctionTool | McpTool | dict[str, Any]] | None = None,
+) -> JobSpec:
+    """The job a create request asks for. ``tools`` are the checked tools
+    (``shared.schema.tools.prepare_tools``); without them, the request's own.
 
     Numbers that the Open Responses schema requires to be numbers (never null) get their
     defaults when the client sent nothing or ``null``.
@@ -50,51 +64,40 @@ def echo_params(
     text = {**DEFAULT_TEXT, **text}
     if text["format"].get("type") == "json_schema":
         text["format"] = {"description": None, "strict": False, **text["format"]}
-    reasoning: dict[str, str | None] = {"effort": None, "summary": None}
+    reasoning = ReasoningSpec()
     if req.reasoning is not None:
-        reasoning = {
-            "effort": req.reasoning.effort,
-            "summary": req.reasoning.summary or req.reasoning.generate_summary,
-        }
-    conversation = {"id": conversation_id} if conversation_id else None
-    return {
-        "model": model,
-        "instructions": req.instructions,
-        "background": bool(req.background),
-        "store": req.store is not False,
-        "conversation": conversation,
-        "max_output_tokens": req.max_output_tokens,
-        "max_tool_calls": req.max_tool_calls,
-        "parallel_tool_calls": True if req.parallel_tool_calls is None else req.parallel_tool_calls,
-        "previous_response_id": req.previous_response_id,
-        "prompt": req.prompt,
-        "prompt_cache_key": req.prompt_cache_key,
-        "prompt_cache_retention": req.prompt_cache_retention,
-        "reasoning": reasoning,
-        "safety_identifier": req.safety_identifier,
-        "service_tier": req.service_tier or "auto",
-        "temperature": 1.0 if req.temperature is None else float(req.temperature),
-        "top_p": 1.0 if req.top_p is None else float(req.top_p),
-        "presence_penalty": 0.0 if req.presence_penalty is None else float(req.presence_penalty),
-        "frequency_penalty": (
-            0.0 if req.frequency_penalty is None else float(req.frequency_penalty)
-        ),
-        "top_logprobs": 0 if req.top_logprobs is None else req.top_logprobs,
-        "text": text,
-        "tool_choice": "auto" if req.tool_choice is None else req.tool_choice,
-        "tools": tools if tools is not None else [echo_tool(tool) for tool in req.tools or []],
-        "truncation": req.truncation or "disabled",
-        "user": req.user,
-        "metadata": dict(req.metadata or {}),
-    }
-
-
-def echo_tool(tool: dict[str, Any]) -> dict[str, Any]:
-    """A tool as OpenAI echoes it: function tools always carry description, parameters and
-    strict (strict defaults to true)."""
-    if tool.get("type") == "function":
-        return {"type": "function", "description": None, "parameters": None, "strict": True, **tool}
-    return dict(tool)
+        reasoning = ReasoningSpec(
+            effort=req.reasoning.effort,
+            summary=req.reasoning.summary or req.reasoning.generate_summary,
+        )
+    return JobSpec(
+        model=model,
+        instructions=req.instructions,
+        background=bool(req.background),
+        store=req.store is not False,
+        conversation=ConversationRef(id=conversation_id) if conversation_id else None,
+        max_output_tokens=req.max_output_tokens,
+        max_tool_calls=req.max_tool_calls,
+        parallel_tool_calls=True if req.parallel_tool_calls is None else req.parallel_tool_calls,
+        previous_response_id=req.previous_response_id,
+        prompt=req.prompt,
+        prompt_cache_key=req.prompt_cache_key,
+        prompt_cache_retention=req.prompt_cache_retention,
+        reasoning=reasoning,
+        safety_identifier=req.safety_identifier,
+        service_tier=req.service_tier or "auto",
+        temperature=1.0 if req.temperature is None else float(req.temperature),
+        top_p=1.0 if req.top_p is None else float(req.top_p),
+        presence_penalty=0.0 if req.presence_penalty is None else float(req.presence_penalty),
+        frequency_penalty=0.0 if req.frequency_penalty is None else float(req.frequency_penalty),
+        top_logprobs=0 if req.top_logprobs is None else req.top_logprobs,
+        text=text,
+        tool_choice="auto" if req.tool_choice is None else req.tool_choice,
+        tools=list(tools if tools is not None else req.tools or []),
+        truncation=req.truncation or "disabled",
+        user=req.user,
+        metadata=dict(req.metadata or {}),
+    )
 
 
 def response_object(

@@ -46,16 +46,47 @@ def custom_error(code: str, message: str, param: str) -> PydanticCustomError:
     return PydanticCustomError(code, message, {"param": param})
 
 
+# Errors placed where their validator ran (a model inside a list does not know its index):
+# ``_convert`` takes their ``param`` from the error's location.
+
+
+def missing_error() -> PydanticCustomError:
+    """``missing_required_parameter``, for values OpenAI counts as absent (``null``, or a text
+    that is not a string)."""
+    return PydanticCustomError("missing", "Field required")
+
+
+def type_error(expected: str, *, at: str | None = None) -> PydanticCustomError:
+    """``invalid_type`` with OpenAI's wording, for checks pydantic words otherwise (a union
+    of types, a ``null`` where a key is required); ``at`` names the key of the validated
+    object the error is about."""
+    context = {"expected": expected} if at is None else {"expected": expected, "at": at}
+    return PydanticCustomError("invalid_type", "expected {expected}", context)
+
+
+def value_error(message: str, *, at: str | None = None) -> PydanticCustomError:
+    """``invalid_value`` with ``message`` as OpenAI words it (no ``param`` in it); ``at``
+    names the key of the validated object the error is about."""
+    context = {"message": message} if at is None else {"message": message, "at": at}
+    # ``_convert`` reads the message from the context: braces in a client's value quoted in
+    # it are never taken for placeholders.
+    return PydanticCustomError("invalid_value", "{message}", context)
+
+
+_MEMBER_NAMES = {"str", "int", "float", "bool", "list", "dict"}
+
+
 def param_from_loc(loc: tuple[int | str, ...]) -> str:
     """``('metadata', 'k')`` → ``metadata.k``; ``('input', 3, 'id')`` → ``input[3].id``.
 
-    Segments pydantic adds for union members (``str``, ``list[...]``, ``function-…``) are dropped.
+    Segments pydantic adds for union members (``str``, ``list[...]``, ``function-…``) are dropped,
+    and so are the tags of resq's discriminated unions, written ``<…>`` (``<message>``).
     """
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif "[" in part or "-" in part or part in {"str", "int", "float", "bool", "list", "dict"}:
+        elif part.startswith("<") or "[" in part or "-" in part or part in _MEMBER_NAMES:
             continue
         else:
             out += f".{part}" if out else part
@@ -87,6 +118,11 @@ def _convert(err: ErrorDetails) -> InvalidRequest:
     param = ctx.get("param") or param_from_loc(err["loc"])
     if "param" in ctx:
         return InvalidRequest(err["msg"], param=param, code=etype)
+    value = err.get("input")
+    if "at" in ctx:  # a model's check about one of its keys
+        param, value = f"{param}.{ctx['at']}", value.get(ctx["at"])
+    if etype == "invalid_value":  # value_error(): the message is OpenAI's already
+        return InvalidRequest(ctx["message"], param=param, code=etype)
     if etype == "missing":
         return InvalidRequest(
             f"Missing required parameter: '{param}'.",
@@ -117,10 +153,11 @@ def _convert(err: ErrorDetails) -> InvalidRequest:
             code="string_above_max_length",
         )
     if etype in _EXPECTED or etype.endswith("_type"):
-        expected = _EXPECTED.get(etype, "a different type")
+        expected = ctx["expected"] if etype == "invalid_type" else _EXPECTED.get(etype)
+        expected = expected or "a different type"
         return InvalidRequest(
             f"Invalid type for '{param}': expected {expected}, but got "
-            f"{json_type_name(err.get('input'))} instead.",
+            f"{json_type_name(value)} instead.",
             param=param,
             code="invalid_type",
         )

@@ -1,18 +1,16 @@
-"""Webhook endpoint requests and objects, in the shapes the openai SDK (3.x) speaks
-(``openai.types.webhooks``). Unknown request fields are ignored, as for responses (spec
-digest 3: SDKs add fields before servers know them)."""
+"""Webhook endpoint request bodies, in the shapes the openai SDK (3.x) speaks
+(``openai.types.webhooks``); ``api.webhook_endpoints`` builds the objects it answers with from the
+store's rows. Unknown request fields are ignored, as for responses (spec digest 3: SDKs add
+fields before servers know them)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.schema.validation import custom_error, parse_body
-from shared.store.tables import WebhookAttemptRow, WebhookEndpointRow
-from shared.store.webhooks import DeliveryView
-from shared.webhooks import EVENT_TYPES, secret_hint
 
+# The events resq sends (background responses ending); /v1/webhook_event_types lists them.
+EVENT_TYPES = ("response.completed", "response.failed", "response.cancelled", "response.incomplete")
 MAX_NAME = 256
 MAX_URL = 2048
 
@@ -70,53 +68,3 @@ class TestEndpoint(_Request):
 
 
 parse = parse_body
-
-
-def endpoint_object(row: WebhookEndpointRow, *, with_secret: bool = False) -> dict[str, Any]:
-    """``WebhookEndpoint``, or ``WebhookEndpointWithSecret`` right after creation or rotation
-    (the only times the secret is shown)."""
-    shown: dict[str, Any] = {
-        "id": row.id,
-        "object": "webhook_endpoint",
-        "name": row.name,
-        "url": row.url,
-        "event_types": list(row.event_types),
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-        "signing_secret_hint": secret_hint(row.secret),
-    }
-    if with_secret:
-        shown["signing_secret"] = row.secret
-    return shown
-
-
-def attempt_object(row: WebhookAttemptRow) -> dict[str, Any]:
-    return {
-        "number": row.number,
-        "attempted_at": int(row.started_at),
-        "status_code": row.status_code,
-        "latency_ms": row.latency_ms,
-        "success": row.ok,
-        "error": row.error,
-    }
-
-
-def delivery_object(view: DeliveryView) -> dict[str, Any]:
-    """A resq extension (``/v1/webhook_endpoints/{id}/deliveries``): one event sent to one
-    endpoint, with every attempt. ``id`` is the ``webhook-id`` header the receiver saw."""
-    d, event = view.delivery, view.event
-    return {
-        "id": d.id,
-        "object": "webhook_endpoint.delivery",
-        "webhook_endpoint_id": d.endpoint_id,
-        "event_id": event.id,
-        "event_type": event.type,
-        "response_id": event.response_id,
-        "status": d.status,
-        "created_at": d.created_at,
-        "delivered_at": d.delivered_at,
-        "next_attempt_at": (
-            int(d.next_attempt_at) if d.status == "pending" and d.next_attempt_at else None
-        ),
-        "attempts": [attempt_object(a) for a in view.attempts],
-    }

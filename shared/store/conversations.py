@@ -4,21 +4,19 @@ A conversation is an ordered list of items (``pk`` order: items are only appende
 removed, never moved). Responses created with ``conversation`` read every item as context
 and, when they end ``completed`` or ``incomplete``, append their input and output items in
 the transaction that records the end (``append_response_items``, called by
-``Store.finish``).
+``Store.finish``; a step of that transaction, so it takes its session).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlmodel import Session, col, delete, select
 
+from shared.store.engine import Queries
 from shared.store.paging import Page
 from shared.store.tables import ConversationItemRow, ConversationRow
-
-if TYPE_CHECKING:
-    from shared.store.repo import Store
 
 
 def _rows(
@@ -58,12 +56,9 @@ def append_response_items(
     s.add_all(_rows(conversation_id, fresh, now, response_id))
 
 
-class ConversationStore:
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
+class ConversationStore(Queries):
     def create(self, row: ConversationRow, items: list[dict[str, Any]]) -> ConversationRow:
-        with self.store.session() as s:
+        with self.session() as s:
             s.add(row)
             s.flush()
             s.add_all(_rows(row.id, items, row.created_at, None))
@@ -72,14 +67,14 @@ class ConversationStore:
 
     def get(self, *, tenant: str, conversation_id: str) -> ConversationRow | None:
         """The tenant's conversation; another tenant's is not found."""
-        with self.store.session() as s:
+        with self.session() as s:
             row = s.get(ConversationRow, conversation_id)
         return row if row is not None and row.tenant == tenant else None
 
     def update_metadata(
         self, *, tenant: str, conversation_id: str, metadata: dict[str, str]
     ) -> ConversationRow | None:
-        with self.store.session() as s:
+        with self.session() as s:
             row = s.get(ConversationRow, conversation_id)
             if row is None or row.tenant != tenant:
                 return None
@@ -90,7 +85,7 @@ class ConversationStore:
 
     def delete(self, *, tenant: str, conversation_id: str) -> bool:
         """Delete a conversation and its item list (responses keep their own items)."""
-        with self.store.session() as s:
+        with self.session() as s:
             row = s.get(ConversationRow, conversation_id)
             if row is None or row.tenant != tenant:
                 return False
@@ -106,14 +101,14 @@ class ConversationStore:
     def add_items(
         self, *, conversation_id: str, items: list[dict[str, Any]], now: int
     ) -> list[dict[str, Any]]:
-        with self.store.session() as s:
+        with self.session() as s:
             s.add_all(_rows(conversation_id, items, now, None))
             s.commit()
         return items
 
     def all_items(self, *, conversation_id: str) -> list[dict[str, Any]]:
         """Every item, oldest first, in one query (a response's context)."""
-        with self.store.session() as s:
+        with self.session() as s:
             rows = s.exec(
                 select(ConversationItemRow.data)
                 .where(ConversationItemRow.conversation_id == conversation_id)
@@ -133,12 +128,12 @@ class ConversationStore:
         ).first()
 
     def get_item(self, *, conversation_id: str, item_id: str) -> dict[str, Any] | None:
-        with self.store.session() as s:
+        with self.session() as s:
             found = self._find(s, conversation_id, item_id)
         return found.data if found else None
 
     def delete_item(self, *, conversation_id: str, item_id: str) -> bool:
-        with self.store.session() as s:
+        with self.session() as s:
             found = self._find(s, conversation_id, item_id)
             if found is None:
                 return False
@@ -151,7 +146,7 @@ class ConversationStore:
     ) -> Page | None:
         """One page of items; ``after`` is an item id (None if it is not in the list)."""
         newest_first = order != "asc"
-        with self.store.session() as s:
+        with self.session() as s:
             query = select(ConversationItemRow).where(
                 ConversationItemRow.conversation_id == conversation_id
             )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Dialect, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 from shared.schema.items import ITEM_ID_MAX_LENGTH
 from shared.schema.requests import MODEL_MAX_LENGTH
+from shared.schema.response import Status
 
 # Plain JSON (not JSONB) on Postgres too: it keeps key order, so a Response reads back with
 # its fields in the order they were written, on every backend. None is SQL NULL.
@@ -17,6 +19,20 @@ JSONType = JSON(none_as_null=True)
 
 def _json(nullable: bool = True) -> Any:
     return Field(default=None, sa_column=Column(JSONType, nullable=nullable))
+
+
+class StatusType(TypeDecorator[Status]):
+    """A response's status: stored as its string in ``VARCHAR(16)`` (the column the migrations
+    created), read back as a ``Status``."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def process_bind_param(self, value: Status | str | None, dialect: Dialect) -> str | None:
+        return None if value is None else str(Status(value))
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Status | None:
+        return None if value is None else Status(value)
 
 
 class ResponseRow(SQLModel, table=True):
@@ -30,7 +46,7 @@ class ResponseRow(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=64)
     tenant: str = Field(max_length=128)
-    status: str = Field(max_length=16)
+    status: Status = Field(sa_column=Column(StatusType(), nullable=False))
     model: str = Field(max_length=MODEL_MAX_LENGTH)
     background: bool = False
     store: bool = True

@@ -1,7 +1,7 @@
 """Webhook queries: endpoints, the event outbox, deliveries and their attempts.
 
 Events and their deliveries are written with the terminal status (``shared.store.outbox``).
-Sending is the worker's job (``worker.webhooks``); a delivery is taken with a
+Sending is the worker's job (``worker.delivery``); a delivery is taken with a
 lease (``claim``), so two workers never send the same attempt.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, or_, update
 from sqlmodel import Session, col, delete, select
 
+from shared.store.engine import Queries
 from shared.store.outbox import PENDING, QUEUED_GRACE_SECONDS
-from shared.store.repo import Store
 from shared.store.tables import (
     WebhookAttemptRow,
     WebhookDeliveryRow,
@@ -69,27 +69,24 @@ def _delivery(
     return row
 
 
-class WebhookStore:
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
+class WebhookStore(Queries):
     # ---- endpoints ---------------------------------------------------------------------
 
     def create_endpoint(self, endpoint: WebhookEndpointRow) -> WebhookEndpointRow:
-        with self.store.session() as s:
+        with self.session() as s:
             s.add(endpoint)
             s.commit()
             return endpoint
 
     def get_endpoint(self, *, tenant: str, endpoint_id: str) -> WebhookEndpointRow | None:
-        with self.store.session() as s:
+        with self.session() as s:
             return _endpoint(s, tenant, endpoint_id)
 
     def list_endpoints(
         self, *, tenant: str, after: str | None, limit: int
     ) -> tuple[list[WebhookEndpointRow], bool]:
         """Newest first, ``limit`` at most, starting after the endpoint ``after``."""
-        with self.store.session() as s:
+        with self.session() as s:
             query = select(WebhookEndpointRow).where(col(WebhookEndpointRow.tenant) == tenant)
             if after is not None:
                 anchor = _endpoint(s, tenant, after)
@@ -102,7 +99,7 @@ class WebhookStore:
     def update_endpoint(
         self, *, tenant: str, endpoint_id: str, changes: dict[str, Any], now: int
     ) -> WebhookEndpointRow | None:
-        with self.store.session() as s:
+        with self.session() as s:
             row = _endpoint(s, tenant, endpoint_id)
             if row is None:
                 return None
@@ -118,7 +115,7 @@ class WebhookStore:
     def rotate_secret(
         self, *, tenant: str, endpoint_id: str, secret: str, keep_old_until: int | None, now: int
     ) -> WebhookEndpointRow | None:
-        with self.store.session() as s:
+        with self.session() as s:
             row = _endpoint(s, tenant, endpoint_id)
             if row is None:
                 return None
@@ -131,7 +128,7 @@ class WebhookStore:
             return row
 
     def delete_endpoint(self, *, tenant: str, endpoint_id: str) -> bool:
-        with self.store.session() as s:
+        with self.session() as s:
             row = _endpoint(s, tenant, endpoint_id)
             if row is None:
                 return False
@@ -155,7 +152,7 @@ class WebhookStore:
         self, *, tenant: str, endpoint_id: str, after: str | None, limit: int
     ) -> tuple[list[DeliveryView], bool]:
         """Newest first; ``after`` is a delivery id from the previous page."""
-        with self.store.session() as s:
+        with self.session() as s:
             query = (
                 select(WebhookDeliveryRow, WebhookEventRow)
                 .join(WebhookEventRow, col(WebhookEventRow.id) == WebhookDeliveryRow.event_id)
@@ -179,7 +176,7 @@ class WebhookStore:
     def get_delivery(
         self, *, tenant: str, endpoint_id: str, delivery_id: str
     ) -> DeliveryView | None:
-        with self.store.session() as s:
+        with self.session() as s:
             delivery = _delivery(s, tenant, endpoint_id, delivery_id)
             if delivery is None:
                 return None
@@ -202,7 +199,7 @@ class WebhookStore:
     ) -> DeliveryView | None:
         """Make a delivery due again (delivered or failed ones too). A failed one gets one
         more attempt; a pending one simply goes now."""
-        with self.store.session() as s:
+        with self.session() as s:
             delivery = _delivery(s, tenant, endpoint_id, delivery_id)
             if delivery is None:
                 return None
@@ -220,7 +217,7 @@ class WebhookStore:
         """Take a pending delivery for one attempt. ``attempts`` is the count the sender saw
         when it queued the send: a stale duplicate message finds a different count and
         does nothing."""
-        with self.store.session() as s:
+        with self.session() as s:
             result = s.execute(
                 update(WebhookDeliveryRow)
                 .where(
@@ -254,7 +251,7 @@ class WebhookStore:
         delivered_at: int | None,
     ) -> None:
         """Store one attempt's outcome and release the lease, in one transaction."""
-        with self.store.session() as s:
+        with self.session() as s:
             s.add(attempt)
             s.execute(
                 update(WebhookDeliveryRow)
@@ -273,7 +270,7 @@ class WebhookStore:
         """Pending deliveries whose time has come and that nobody holds, as (id, attempts);
         each is pushed ``QUEUED_GRACE_SECONDS`` ahead so the next sweep skips it while its
         send waits in the queue."""
-        with self.store.session() as s:
+        with self.session() as s:
             rows = s.exec(
                 select(WebhookDeliveryRow.id, WebhookDeliveryRow.attempts)
                 .where(

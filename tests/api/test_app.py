@@ -1,53 +1,19 @@
-"""The Flask app with stand-ins at its boundaries: fakeredis for the bus, a SQLite file for
-the store, and an injected ``enqueue`` (the broker edge)."""
+"""The Flask app with stand-ins at its boundaries (``tests.api.factory``): fakeredis for the
+bus, a SQLite file for the store, and an injected ``enqueue`` (the broker edge)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
-
 import fakeredis
-import pytest
 import redis
 from flask.testing import FlaskClient
 
-from api import create_app
-from shared.bus import EventBus
-from shared.settings import Settings
-from shared.store import Store, make_engine, migrate
-
-
-def make_client(
-    tmp_path: Path,
-    enqueue: Callable[[str], None],
-    *,
-    migrated: bool = True,
-    keys: str = "",
-) -> tuple[FlaskClient, Store]:
-    url = f"sqlite:///{tmp_path / 'api.db'}"
-    if migrated:
-        migrate.upgrade(url)
-    settings = Settings.from_env(
-        {"DATABASE_URL": url, "REDIS_URL": "redis://unused", "RESQ_API_KEYS": keys}
-    )
-    store = Store(make_engine(url))
-    app = create_app(
-        settings, store=store, bus=EventBus(fakeredis.FakeRedis(), ttl_seconds=60), enqueue=enqueue
-    )
-    return app.test_client(), store
-
-
-@pytest.fixture
-def queued(tmp_path: Path) -> Iterator[tuple[FlaskClient, Store, list[str]]]:
-    sent: list[str] = []
-    client, store = make_client(tmp_path, sent.append)
-    yield client, store, sent
+from shared.store import Store
+from tests.api.factory import AppFactory, store_of
 
 
 def test_background_create_enqueues_the_response_id(
-    queued: tuple[FlaskClient, Store, list[str]],
+    client: FlaskClient, store: Store, sent: list[str]
 ) -> None:
-    client, store, sent = queued
     resp = client.post(
         "/v1/responses", json={"model": "resq-builtin", "input": "hi", "background": True}
     )
@@ -59,11 +25,12 @@ def test_background_create_enqueues_the_response_id(
     assert resp.headers["x-request-id"].startswith("req_")
 
 
-def test_broker_down_is_503_and_nothing_is_kept(tmp_path: Path) -> None:
+def test_broker_down_is_503_and_nothing_is_kept(make_app: AppFactory) -> None:
     def broken(_response_id: str) -> None:
         raise ConnectionError("broker unreachable")
 
-    client, store = make_client(tmp_path, broken)
+    app = make_app(enqueue=broken)
+    client = app.test_client()
     resp = client.post(
         "/v1/responses", json={"model": "resq-builtin", "input": "hi", "background": True}
     )
@@ -71,11 +38,11 @@ def test_broker_down_is_503_and_nothing_is_kept(tmp_path: Path) -> None:
     assert resp.get_json()["error"]["type"] == "server_error"
     assert resp.get_json()["error"]["code"] == "service_unavailable"
     assert "x-should-retry" not in resp.headers  # nothing was queued: a retry is safe
-    assert store.count_responses() == 0
+    assert store_of(app).count_responses() == 0
 
 
-def test_database_unavailable_is_a_json_503(tmp_path: Path) -> None:
-    client, _store = make_client(tmp_path, lambda _id: None, migrated=False)
+def test_database_unavailable_is_a_json_503(make_app: AppFactory) -> None:
+    client = make_app(migrated=False).test_client()
     resp = client.post(
         "/v1/responses", json={"model": "resq-builtin", "input": "hi", "background": True}
     )
@@ -104,22 +71,11 @@ class BuggyRedis(fakeredis.FakeRedis):
         raise RuntimeError("a bug")
 
 
-def _sync_client(tmp_path: Path, redis_client: fakeredis.FakeRedis) -> FlaskClient:
-    url = f"sqlite:///{tmp_path / 'api.db'}"
-    migrate.upgrade(url)
-    settings = Settings.from_env({"DATABASE_URL": url, "REDIS_URL": "redis://unused"})
-    app = create_app(
-        settings,
-        store=Store(make_engine(url)),
-        bus=EventBus(redis_client, ttl_seconds=60),
-        enqueue=lambda _id: None,
-    )
-    return app.test_client()
-
-
-def test_redis_unavailable_is_a_json_503(tmp_path: Path) -> None:
-    resp = _sync_client(tmp_path, BrokenRedis()).post(
-        "/v1/responses", json={"model": "resq-builtin", "input": "hi"}
+def test_redis_unavailable_is_a_json_503(make_app: AppFactory) -> None:
+    resp = (
+        make_app(redis_client=BrokenRedis())
+        .test_client()
+        .post("/v1/responses", json={"model": "resq-builtin", "input": "hi"})
     )
     assert resp.status_code == 503
     err = resp.get_json()["error"]
@@ -129,9 +85,11 @@ def test_redis_unavailable_is_a_json_503(tmp_path: Path) -> None:
     assert resp.headers["x-should-retry"] == "false"
 
 
-def test_unexpected_failure_is_a_json_500_without_traceback(tmp_path: Path) -> None:
-    resp = _sync_client(tmp_path, BuggyRedis()).post(
-        "/v1/responses", json={"model": "resq-builtin", "input": "hi"}
+def test_unexpected_failure_is_a_json_500_without_traceback(make_app: AppFactory) -> None:
+    resp = (
+        make_app(redis_client=BuggyRedis())
+        .test_client()
+        .post("/v1/responses", json={"model": "resq-builtin", "input": "hi"})
     )
     assert resp.status_code == 500
     assert resp.get_json() == {
@@ -145,16 +103,14 @@ def test_unexpected_failure_is_a_json_500_without_traceback(tmp_path: Path) -> N
     assert b"Traceback" not in resp.data and b"a bug" not in resp.data
 
 
-def test_non_object_body_is_400(queued: tuple[FlaskClient, Store, list[str]]) -> None:
-    client, _store, sent = queued
+def test_non_object_body_is_400(client: FlaskClient, sent: list[str]) -> None:
     resp = client.post("/v1/responses", json=["not", "an", "object"])
     assert resp.status_code == 400
     assert resp.get_json()["error"]["code"] == "invalid_type"
     assert sent == []
 
 
-def test_unsupported_features_are_a_clear_400(queued: tuple[FlaskClient, Store, list[str]]) -> None:
-    client, _store, sent = queued
+def test_unsupported_features_are_a_clear_400(client: FlaskClient, sent: list[str]) -> None:
     for body, param in (
         ({"prompt": {"id": "pmpt_x"}}, "prompt"),
         ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
@@ -166,16 +122,15 @@ def test_unsupported_features_are_a_clear_400(queued: tuple[FlaskClient, Store, 
     assert sent == []
 
 
-def test_healthz_needs_no_key(tmp_path: Path) -> None:
-    client, _store = make_client(tmp_path, lambda _id: None, keys="sk-1:t1")
+def test_healthz_needs_no_key(make_app: AppFactory) -> None:
+    client = make_app(env={"RESQ_API_KEYS": "sk-1:t1"}).test_client()
     assert client.get("/healthz").status_code == 200
     assert client.get("/v1/models").status_code == 401
     ok = client.get("/v1/models", headers={"Authorization": "Bearer sk-1"})
     assert ok.status_code == 200
 
 
-def test_input_items_query_validation(queued: tuple[FlaskClient, Store, list[str]]) -> None:
-    client, _store, _sent = queued
+def test_input_items_query_validation(client: FlaskClient) -> None:
     rid = client.post(
         "/v1/responses", json={"model": "resq-builtin", "input": "hi", "background": True}
     ).get_json()["id"]

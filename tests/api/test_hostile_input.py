@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import fakeredis
@@ -21,14 +21,11 @@ import redis
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from api import create_app
-from shared.bus import EventBus
-from shared.embedded_redis import free_port
+from ops.embedded_redis import free_port
 from shared.schema.response import Status
-from shared.settings import Settings
-from shared.store import Store, make_engine
-from shared.store.jobs import queued_created_before
+from shared.store import Store
 from shared.store.tables import ResponseRow, WebhookEndpointRow
+from tests.api.factory import AppFactory, store_of
 
 BASE = {"model": "resq-builtin", "input": "hi"}
 MAX_BODY = 512 * 1024  # room for 10,000 small input items
@@ -38,7 +35,7 @@ MAX_BODY = 512 * 1024  # room for 10,000 small input items
 class Api:
     client: FlaskClient
     store: Store
-    sent: list[str] = field(default_factory=list)
+    sent: list[str]
 
     def rows(self) -> int:
         with self.store.session() as s:
@@ -53,49 +50,38 @@ class Api:
         return self.client.post(path, **kwargs)
 
 
-def build(
-    database_url: str,
-    redis_client: Any,
-    *,
-    broker_url: str = "redis://unused",
-    enqueue: Callable[[str], None] | None = None,
-) -> Api:
-    settings = Settings.from_env(
-        {
-            "DATABASE_URL": database_url,
-            "REDIS_URL": broker_url,
-            "RESQ_MAX_BODY_BYTES": str(MAX_BODY),
-            "RESQ_OUTBOUND_ALLOW_LOOPBACK": "1",
-        }
-    )
-    store = Store(make_engine(database_url, pool_size=2))
-    api = Api(client=None, store=store)  # type: ignore[arg-type]
-    app = create_app(
-        settings,
-        store=store,
-        bus=EventBus(redis_client, ttl_seconds=60),
-        enqueue=enqueue or api.sent.append,
-    )
-    api.client = app.test_client()
-    return api
+@pytest.fixture
+def env() -> dict[str, str]:
+    """A body limit small enough to test quickly; loopback URLs allowed, so a malformed URL on
+    127.0.0.1 is refused for being malformed and a webhook may point at 127.0.0.1."""
+    return {"RESQ_MAX_BODY_BYTES": str(MAX_BODY), "RESQ_OUTBOUND_ALLOW_LOOPBACK": "1"}
 
 
 @pytest.fixture
-def apps(database_url: str) -> Iterator[Callable[[Any], Api]]:
-    """Builds apps over this backend's database with a given Redis client."""
-    made: list[Api] = []
+def apps(make_app: AppFactory, database_url: str) -> Callable[..., Api]:
+    """Builds apps over this backend's database with a given Redis client (and broker URL,
+    or enqueue); each records what it queues in its own ``sent``."""
 
-    def make(redis_client: Any, **kwargs: Any) -> Api:
-        made.append(build(database_url, redis_client, **kwargs))
-        return made[-1]
+    def make(
+        redis_client: Any,
+        *,
+        broker_url: str = "redis://unused",
+        enqueue: Callable[[str], None] | None = None,
+    ) -> Api:
+        sent: list[str] = []
+        app = make_app(
+            database_url=database_url,
+            redis_client=redis_client,
+            env={"REDIS_URL": broker_url},
+            enqueue=enqueue or sent.append,
+        )
+        return Api(client=app.test_client(), store=store_of(app), sent=sent)
 
-    yield make
-    for built in made:
-        built.store.engine.dispose()
+    return make
 
 
 @pytest.fixture
-def api(apps: Callable[[Any], Api]) -> Api:
+def api(apps: Callable[..., Api]) -> Api:
     return apps(fakeredis.FakeRedis())
 
 
@@ -206,7 +192,7 @@ def test_a_nul_in_the_url_is_a_400(api: Api, path: str, param: str | None) -> No
     refused(api, api.client.get(path), 400, "invalid_value", param, api.rows())
 
 
-def test_stream_resume_while_redis_is_down_is_a_json_503(apps: Callable[[Any], Api]) -> None:
+def test_stream_resume_while_redis_is_down_is_a_json_503(apps: Callable[..., Api]) -> None:
     up = apps(fakeredis.FakeRedis())
     rid = up.post("/v1/responses", {**BASE, "background": True}).get_json()["id"]
     down = apps(redis_down())
@@ -216,7 +202,7 @@ def test_stream_resume_while_redis_is_down_is_a_json_503(apps: Callable[[Any], A
 
 
 def test_cancel_while_redis_is_down_answers_what_the_store_recorded(
-    apps: Callable[[Any], Api],
+    apps: Callable[..., Api],
 ) -> None:
     up = apps(fakeredis.FakeRedis())
     rid = up.post("/v1/responses", {**BASE, "background": True}).get_json()["id"]
@@ -371,7 +357,7 @@ def test_a_query_integer_out_of_range_is_a_400(api: Api, path: str, param: str) 
 # ---- the broker away ---------------------------------------------------------------------------
 
 
-def test_pausing_a_queue_while_the_broker_is_away_is_a_503(apps: Callable[[Any], Api]) -> None:
+def test_pausing_a_queue_while_the_broker_is_away_is_a_503(apps: Callable[..., Api]) -> None:
     api = apps(fakeredis.FakeRedis(), broker_url=nothing_listens())
     resp = api.client.post("/v1/admin/queues/resq/pause")
     assert resp.status_code == 503 and resp.content_type == "application/json"
@@ -380,7 +366,7 @@ def test_pausing_a_queue_while_the_broker_is_away_is_a_503(apps: Callable[[Any],
 
 
 def test_a_requeue_the_broker_cannot_take_is_sent_by_the_sweep(
-    apps: Callable[[Any], Api],
+    apps: Callable[..., Api],
 ) -> None:
     """The store holds it as queued; the stuck-queued sweep (worker/reaper.py) sends it."""
     up = apps(fakeredis.FakeRedis())
@@ -396,10 +382,10 @@ def test_a_requeue_the_broker_cannot_take_is_sent_by_the_sweep(
     assert resp.get_json()["status"] == "queued"
     row = up.store.get_response(response_id=rid)
     assert row is not None and row.status == "queued"
-    assert rid in {r.id for r in queued_created_before(up.store, before=int(time.time()) + 1)}
+    assert rid in {r.id for r in up.store.queued_created_before(before=int(time.time()) + 1)}
 
 
-def test_a_requeue_while_redis_is_away_changes_nothing(apps: Callable[[Any], Api]) -> None:
+def test_a_requeue_while_redis_is_away_changes_nothing(apps: Callable[..., Api]) -> None:
     up = apps(fakeredis.FakeRedis())
     rid = up.post("/v1/responses", {**BASE, "background": True}).get_json()["id"]
     up.post(f"/v1/responses/{rid}/cancel", "")
@@ -412,7 +398,7 @@ def test_a_requeue_while_redis_is_away_changes_nothing(apps: Callable[[Any], Api
 
 
 def test_a_redelivery_the_broker_cannot_take_is_sent_by_the_sweep(
-    apps: Callable[[Any], Api],
+    apps: Callable[..., Api],
 ) -> None:
     """The store has the delivery due again; the delivery sweep sends it."""
     api = apps(fakeredis.FakeRedis(), broker_url=nothing_listens())

@@ -9,39 +9,21 @@ characters; a deleted or failed-to-enqueue response frees its key.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import fakeredis
 import pytest
 from flask.testing import FlaskClient
 
-from api import create_app
-from shared.bus import EventBus
-from shared.settings import Settings
-from shared.store import Store, make_engine, migrate
+from tests.api.factory import AppFactory, store_of
 
 KEYS = "sk-a:tenant-a,sk-b:tenant-b"
 BODY = {"model": "resq-builtin", "input": "hi", "background": True}
 
 
-def make_client(
-    tmp_path: Path, enqueue: Callable[[str], None], *, ttl_seconds: int | None = None
-) -> tuple[FlaskClient, Store]:
-    url = f"sqlite:///{tmp_path / 'api.db'}"
-    migrate.upgrade(url)
-    env = {"DATABASE_URL": url, "REDIS_URL": "redis://unused", "RESQ_API_KEYS": KEYS}
-    if ttl_seconds is not None:
-        env["RESQ_IDEMPOTENCY_TTL_SECONDS"] = str(ttl_seconds)
-    store = Store(make_engine(url))
-    app = create_app(
-        Settings.from_env(env),
-        store=store,
-        bus=EventBus(fakeredis.FakeRedis(), ttl_seconds=60),
-        enqueue=enqueue,
-    )
-    return app.test_client(), store
+@pytest.fixture
+def env() -> dict[str, str]:
+    """Two tenants, each with its own key: keys are per tenant."""
+    return {"RESQ_API_KEYS": KEYS}
 
 
 def post(
@@ -53,18 +35,7 @@ def post(
     return client.post("/v1/responses", json=body, headers=headers)
 
 
-@pytest.fixture
-def sent() -> list[str]:
-    return []
-
-
-@pytest.fixture
-def app(tmp_path: Path, sent: list[str]) -> tuple[FlaskClient, Store]:
-    return make_client(tmp_path, sent.append)
-
-
-def test_background_post_repeated_five_times_creates_and_enqueues_once(app, sent):
-    client, store = app
+def test_background_post_repeated_five_times_creates_and_enqueues_once(client, store, sent):
     answers = [post(client, BODY, "key-1") for _ in range(5)]
 
     assert [a.status_code for a in answers] == [200] * 5
@@ -79,8 +50,7 @@ def test_background_post_repeated_five_times_creates_and_enqueues_once(app, sent
         assert replay.headers["x-request-id"].startswith("req_")
 
 
-def test_replay_shows_the_response_as_it_is_now(app, sent):
-    client, store = app
+def test_replay_shows_the_response_as_it_is_now(client, store, sent):
     rid = post(client, BODY, "key-1").get_json()["id"]
     assert store.cancel(response_id=rid, now=1) == "queued"
 
@@ -92,8 +62,7 @@ def test_replay_shows_the_response_as_it_is_now(app, sent):
     assert sent == [rid]
 
 
-def test_key_order_and_spacing_of_the_body_do_not_matter(app, sent):
-    client, _store = app
+def test_key_order_and_spacing_of_the_body_do_not_matter(client, sent):
     first = post(client, BODY, "key-1").get_json()["id"]
     raw = '{ "background": true,\n "input": "hi", "model": "resq-builtin" }'
     replay = client.post(
@@ -109,8 +78,7 @@ def test_key_order_and_spacing_of_the_body_do_not_matter(app, sent):
     assert sent == [first]
 
 
-def test_same_key_with_a_different_body_is_409(app, sent):
-    client, store = app
+def test_same_key_with_a_different_body_is_409(client, store, sent):
     first = post(client, BODY, "key-1").get_json()["id"]
 
     resp = post(client, {**BODY, "input": "something else"}, "key-1")
@@ -132,8 +100,7 @@ def test_same_key_with_a_different_body_is_409(app, sent):
     assert sent == [first] and store.count_responses() == 1
 
 
-def test_the_same_key_in_two_tenants_makes_two_responses(app, sent):
-    client, store = app
+def test_the_same_key_in_two_tenants_makes_two_responses(client, store, sent):
     a = post(client, BODY, "shared-key", api_key="sk-a")
     b = post(client, BODY, "shared-key", api_key="sk-b")
     a_again = post(client, BODY, "shared-key", api_key="sk-a")
@@ -147,16 +114,14 @@ def test_the_same_key_in_two_tenants_makes_two_responses(app, sent):
     assert row is not None and row.tenant == "tenant-b"
 
 
-def test_a_different_key_or_no_key_makes_a_new_response(app, sent):
-    client, _store = app
+def test_a_different_key_or_no_key_makes_a_new_response(client, sent):
     ids = [post(client, BODY, key).get_json()["id"] for key in ("key-1", "key-2", None, None)]
 
     assert len(set(ids)) == 4 and sent == ids
 
 
 @pytest.mark.parametrize("length", [0, 256, 1000])
-def test_an_empty_or_too_long_key_is_400(app, sent, length):
-    client, store = app
+def test_an_empty_or_too_long_key_is_400(client, store, sent, length):
     resp = post(client, BODY, "k" * length)
 
     assert resp.status_code == 400
@@ -172,8 +137,7 @@ def test_an_empty_or_too_long_key_is_400(app, sent, length):
     assert sent == [] and store.count_responses() == 0
 
 
-def test_a_key_of_255_characters_is_accepted(app, sent):
-    client, _store = app
+def test_a_key_of_255_characters_is_accepted(client, sent):
     key = "k" * 255
     first = post(client, BODY, key)
     replay = post(client, BODY, key)
@@ -184,8 +148,7 @@ def test_a_key_of_255_characters_is_accepted(app, sent):
     assert sent == [first.get_json()["id"]]
 
 
-def test_an_invalid_body_is_a_400_and_does_not_take_the_key(app, sent):
-    client, _store = app
+def test_an_invalid_body_is_a_400_and_does_not_take_the_key(client, sent):
     bad = post(client, {"model": "resq-builtin", "input": "hi", "temperature": "hot"}, "key-1")
     good = post(client, BODY, "key-1")
 
@@ -194,7 +157,7 @@ def test_an_invalid_body_is_a_400_and_does_not_take_the_key(app, sent):
     assert sent == [good.get_json()["id"]]
 
 
-def test_enqueue_failure_frees_the_key_and_a_retry_succeeds(tmp_path: Path):
+def test_enqueue_failure_frees_the_key_and_a_retry_succeeds(make_app: AppFactory):
     sent: list[str] = []
     failures = [ConnectionError("broker unreachable")]
 
@@ -203,7 +166,8 @@ def test_enqueue_failure_frees_the_key_and_a_retry_succeeds(tmp_path: Path):
             raise failures.pop()
         sent.append(response_id)
 
-    client, store = make_client(tmp_path, flaky)
+    app = make_app(enqueue=flaky)
+    client, store = app.test_client(), store_of(app)
     down = post(client, BODY, "key-1")
     assert down.status_code == 503
     assert down.get_json()["error"]["code"] == "service_unavailable"
@@ -219,8 +183,7 @@ def test_enqueue_failure_frees_the_key_and_a_retry_succeeds(tmp_path: Path):
     assert store.count_responses() == 1
 
 
-def test_deleting_the_response_frees_the_key(app, sent):
-    client, _store = app
+def test_deleting_the_response_frees_the_key(client, sent):
     first = post(client, BODY, "key-1").get_json()["id"]
     deleted = client.delete(f"/v1/responses/{first}", headers={"Authorization": "Bearer sk-a"})
     assert deleted.status_code == 200
@@ -232,9 +195,9 @@ def test_deleting_the_response_frees_the_key(app, sent):
     assert sent == [first, anew.get_json()["id"]]
 
 
-def test_an_expired_key_runs_the_request_anew(tmp_path: Path):
-    sent: list[str] = []
-    client, store = make_client(tmp_path, sent.append, ttl_seconds=0)  # dead at once
+def test_an_expired_key_runs_the_request_anew(make_app: AppFactory, sent: list[str]):
+    app = make_app(env={"RESQ_IDEMPOTENCY_TTL_SECONDS": "0"})  # dead at once
+    client, store = app.test_client(), store_of(app)
 
     first = post(client, BODY, "key-1")
     second = post(client, {**BODY, "input": "another body is fine too"}, "key-1")

@@ -16,7 +16,7 @@ from referencing.jsonschema import DRAFT202012
 
 from api import openapi
 from shared.schema.requests import CreateResponseRequest
-from tests.api.test_app import make_client
+from tests.api.factory import make_client
 
 KEY = "sk-openapi-test"
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}

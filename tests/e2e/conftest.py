@@ -16,8 +16,8 @@ import openai
 import pytest
 import redis
 
-from shared.embedded_redis import EmbeddedRedis, free_port
-from shared.launcher import api_command, stop_all, wait_healthy, worker_command
+from ops.embedded_redis import EmbeddedRedis, free_port
+from ops.launcher import api_command, stop_all, wait_healthy, worker_command
 from shared.settings import Settings
 from shared.store import migrate
 from tests.fakes.upstream import FakeUpstream

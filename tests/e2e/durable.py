@@ -16,8 +16,8 @@ import httpx
 import openai
 import redis
 
-from shared.embedded_redis import EmbeddedRedis, free_port
-from shared.launcher import api_command, beat_command, stop_all, wait_healthy, worker_command
+from ops.embedded_redis import EmbeddedRedis, free_port
+from ops.launcher import api_command, beat_command, stop_all, wait_healthy, worker_command
 from shared.settings import Settings
 from shared.store import migrate
 from tests.e2e.launched import alive, descendants

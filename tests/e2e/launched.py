@@ -1,4 +1,4 @@
-"""``make run``'s launcher as a user runs it: ``python -m shared.launcher`` in a session of its
+"""``make run``'s launcher as a user runs it: ``python -m ops.launcher`` in a session of its
 own (a terminal's foreground process group), with its output in a file."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import openai
 
-from shared.embedded_redis import free_port
+from ops.embedded_redis import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TERMINAL = {"completed", "failed", "cancelled", "incomplete"}
@@ -83,7 +83,7 @@ class Launched:
         self.runs += 1
         with self.log_path.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "shared.launcher"],
+                [sys.executable, "-m", "ops.launcher"],
                 env=self.env,
                 cwd=REPO,
                 stdout=out,

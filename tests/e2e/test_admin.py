@@ -267,7 +267,7 @@ def test_history_is_sampled(admin: httpx.Client) -> None:
 
 def test_the_cli_shows_the_same_numbers(mini: MiniStack, admin: httpx.Client) -> None:
     env = {"RESQ_URL": mini.root_url, "RESQ_ADMIN_KEY": ADMIN_KEY, "PATH": ""}
-    cli = [sys.executable, "-m", "shared.cli"]
+    cli = [sys.executable, "-m", "ops.cli"]
     shown = subprocess.run(
         [*cli, "queue", "--json"], env=env, capture_output=True, text=True, timeout=60
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.embedded_redis import free_port
+from ops.embedded_redis import free_port
 from tests.e2e.launched import REPO, alive, descendants, launcher_env
 
 pytestmark = pytest.mark.e2e
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.e2e
 def start(tmp_path: Path, via_shell: bool) -> tuple[subprocess.Popen[bytes], str, Path]:
     port = free_port()
     env = launcher_env(tmp_path / "var", port)
-    command = [sys.executable, "-m", "shared.launcher"]
+    command = [sys.executable, "-m", "ops.launcher"]
     if via_shell:  # like make: a parent that does not forward signals
         command = ["sh", "-c", " ".join(command) + "; true"]
     log = tmp_path / "launcher.log"
@@ -140,7 +140,7 @@ def test_bad_configuration_fails_fast_in_one_line(tmp_path: Path, case: str, set
     started = time.monotonic()
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "shared.launcher"],
+            [sys.executable, "-m", "ops.launcher"],
             env=env,
             cwd=REPO,
             capture_output=True,

@@ -19,7 +19,7 @@ from agents import Agent, HostedMCPTool, Runner, function_tool, set_tracing_disa
 from agents.models.openai_responses import OpenAIResponsesModel
 from sqlalchemy import create_engine, text
 
-from shared.embedded_redis import free_port
+from ops.embedded_redis import free_port
 from tests.compat import assert_all_spec_fields, assert_sdk_event, assert_sdk_response
 from tests.e2e.durable import MiniStack, running
 from tests.e2e.helpers import (

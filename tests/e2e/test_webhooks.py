@@ -19,7 +19,7 @@ from openai.types.webhooks import (
     WebhookEndpointWithSecret,
 )
 
-from shared.webhooks import new_secret
+from shared.webhook_sender import new_secret
 from tests.e2e.durable import MiniStack, running
 from tests.e2e.helpers import TERMINAL, script, wait_status
 from tests.fakes.receiver import Behaviour, Receiver, running_receiver

@@ -27,7 +27,7 @@ import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
-from shared.embedded_redis import free_port
+from ops.embedded_redis import free_port
 
 TOKEN_ENV = "MCP_TEST_REQUIRED_TOKEN"
 _ROOT = Path(__file__).resolve().parents[2]

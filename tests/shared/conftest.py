@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine, delete
 
-from shared.store.repo import Store, make_engine
+from shared.store import Store, make_engine
 from shared.store.tables import (
     ConversationItemRow,
     ConversationRow,

@@ -13,8 +13,8 @@ from typing import Any
 from sqlalchemy import Engine, event
 
 from shared.schema.response import Status
+from shared.store import Store
 from shared.store.admin import AdminStore, Filters
-from shared.store.repo import Store
 from tests.shared.test_store import T0, create
 
 
@@ -64,7 +64,7 @@ def test_operator_queries_use_indexes(store: Store, engine: Engine) -> None:
         admin.active,
         admin.oldest_queued,
         lambda: admin.finished_since(T0),
-        lambda: admin.listing(Filters(status=Status.FAILED.value), limit=20),
+        lambda: admin.listing(Filters(status=Status.FAILED), limit=20),
         lambda: admin.listing(Filters(model="m"), limit=20, after="resp_010"),
         lambda: admin.listing(Filters(tenant="tenant-a", created_before=T0 + 10), limit=20),
         lambda: admin.webhook_attempts("resp_001"),
@@ -82,3 +82,54 @@ def test_listing_pages_newest_first(store: Store) -> None:
     assert [r.id for r in rows] == ["resp_002", "resp_001", "resp_000"] and not more
     rows, _ = admin.listing(Filters(created_before=T0 + 2), limit=10)
     assert [r.id for r in rows] == ["resp_001", "resp_000"]
+
+
+def test_queue_report_counts_active_and_finished_by_window_model_and_tenant(store: Store) -> None:
+    now = T0 + 1000
+    create(store, "resp_q", created_at=T0)  # queued
+    create(store, "resp_r", created_at=T0 + 1, tenant="tenant-b")
+    store.claim(response_id="resp_r", now=T0 + 2)  # in progress
+    for rid, ended, status, wait in (
+        ("resp_a", now - 30, Status.COMPLETED, 1.0),
+        ("resp_b", now - 200, Status.FAILED, 3.0),
+        ("resp_c", now - 600, Status.COMPLETED, 5.0),
+    ):
+        create(store, rid, created_at=T0 + 2)
+        store.claim(response_id=rid, now=T0 + 3)
+        timings = {"queue_wait": wait, "run": 2 * wait}
+        store.finish(response_id=rid, status=status, now=ended, output=[], timings=timings)
+    queues = [{"name": "resq", "depth": 4, "paused": False}]
+    report = AdminStore(store).queue_report(now=now, queues=queues)
+    counts = {"queued": 1, "in_progress": 0, "completed": 2, "failed": 1}
+    assert report["object"] == "admin.queue" and report["queues"] == queues
+    assert report["totals"] == {
+        "queued": 1,
+        "in_progress": 1,
+        "oldest_queued_age_seconds": 1000.0,
+    }
+    assert report["windows"]["1m"] == {
+        "completed": 1,
+        "failed": 0,
+        "cancelled": 0,
+        "incomplete": 0,
+        "throughput_per_second": round(1 / 60, 4),
+        "queue_wait_seconds": {"p50": 1.0, "p95": 1.0},
+        "run_seconds": {"p50": 2.0, "p95": 2.0},
+    }
+    assert report["windows"]["15m"]["queue_wait_seconds"] == {"p50": 3.0, "p95": 5.0}
+    assert report["by_model"] == [
+        {"model": "m", **counts, "in_progress": 1, "cancelled": 0, "incomplete": 0}
+    ]
+    assert [(t["tenant"], t["in_progress"], t["completed"]) for t in report["by_tenant"]] == [
+        ("tenant-a", 0, 2),
+        ("tenant-b", 1, 0),
+    ]
+    assert list(report["by_model"][0]) == [
+        "model",
+        "queued",
+        "in_progress",
+        "completed",
+        "failed",
+        "cancelled",
+        "incomplete",
+    ]

@@ -10,8 +10,8 @@ import redis
 from kombu import Connection
 from kombu.message import Message
 
+from ops.embedded_redis import EmbeddedRedis
 from shared import broker
-from shared.embedded_redis import EmbeddedRedis
 
 
 @pytest.fixture

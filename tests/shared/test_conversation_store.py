@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import Engine, event, select
 
 from shared.schema.response import Status
+from shared.store import ChainBroken, Store
 from shared.store.conversations import ConversationStore
-from shared.store.repo import ChainBroken, Store
 from shared.store.tables import ConversationRow, ItemRow, ResponseRow
 from tests.shared.test_store import T0, create, message, output_message
 

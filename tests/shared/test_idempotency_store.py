@@ -18,7 +18,7 @@ from sqlmodel import SQLModel
 
 from shared.schema.requests import parse_create_request
 from shared.schema.response import Status, echo_params
-from shared.store.repo import IdempotencyKey, Store
+from shared.store import IdempotencyKey, Store
 from shared.store.tables import INPUT, IdempotencyKeyRow, ResponseRow
 
 T0 = 1_763_700_000

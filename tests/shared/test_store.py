@@ -16,8 +16,7 @@ from sqlmodel import SQLModel
 from shared.errors import InvalidRequest
 from shared.schema.requests import parse_create_request
 from shared.schema.response import Status, echo_params, response_object, usage_object
-from shared.store import migrate
-from shared.store.repo import Store, make_engine
+from shared.store import Store, make_engine, migrate
 from shared.store.tables import INPUT, OUTPUT, ItemRow, ResponseRow
 
 T0 = 1_763_700_000
@@ -70,7 +69,7 @@ def make_row(
     return ResponseRow(
         id=response_id,
         tenant=tenant,
-        status=status.value,
+        status=status,
         model="m",
         background=bool(body.get("background")),
         store=body.get("store") is not False,
@@ -284,6 +283,16 @@ def test_json_params_and_items_round_trip_exactly(store):
     assert got.params["metadata"] == {"note": "naïve café ✓", "empty": "", "emoji": "🧪"}
     assert got.params["tools"][0]["parameters"]["properties"]["x"] == {"default": 0.1}
     assert store.items(response_id="resp_json", kind=INPUT) == items
+
+
+def test_the_status_column_reads_back_as_status_and_stores_its_string(store, engine):
+    create(store, "resp_1")
+    store.claim(response_id="resp_1", now=T0)
+    row = store.get_response(response_id="resp_1")
+    assert row is not None and type(row.status) is Status and row.status is Status.IN_PROGRESS
+    with engine.connect() as conn:
+        raw = conn.execute(text("SELECT status FROM responses WHERE id = 'resp_1'")).scalar()
+    assert type(raw) is str and raw == "in_progress"
 
 
 def test_get_response_filters_by_tenant(store):

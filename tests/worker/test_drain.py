@@ -10,6 +10,7 @@ import time
 from shared.bus import EventBus
 from shared.store import Store
 from tests.worker.test_execute import events, script, submit
+from worker.deps import RunDeps
 from worker.drain import Drain
 from worker.execute import execute
 from worker.providers.base import Provider
@@ -35,7 +36,7 @@ def test_a_job_with_no_output_yet_is_handed_back_untouched(store: Store, bus: Ev
     drain = Drain()
     threading.Timer(0.3, lambda: drain.begin(0)).start()
     started = time.monotonic()
-    handed_back = execute(rid, store=store, bus=bus, provider_for=slow, drain=drain)
+    handed_back = execute(rid, RunDeps(store=store, bus=bus, provider_for=slow, drain=drain))
     assert handed_back is True
     assert time.monotonic() - started < 2  # not the 5 s the model would have taken
     row = store.get_response(response_id=rid)
@@ -48,7 +49,7 @@ def test_a_job_with_no_output_yet_is_handed_back_untouched(store: Store, bus: Ev
     ]
     assert not bus.beating([rid])
     # The next worker runs it from the start, continuing the log's numbering.
-    assert execute(rid, store=store, bus=bus, provider_for=slow) is False
+    assert execute(rid, RunDeps(store=store, bus=bus, provider_for=slow)) is False
     log = events(bus, rid)
     assert [e.sequence_number for e in log] == list(range(len(log)))
     assert log[-1].type == "response.completed"
@@ -61,7 +62,7 @@ def test_a_job_whose_output_went_out_fails_and_keeps_it(store: Store, bus: Event
     rid = submit(store, script(words=200, delay_ms=20), background=True)
     drain = Drain()
     threading.Timer(0.5, lambda: drain.begin(0)).start()
-    assert execute(rid, store=store, bus=bus, provider_for=slow, drain=drain) is False
+    assert execute(rid, RunDeps(store=store, bus=bus, provider_for=slow, drain=drain)) is False
     row = store.get_response(response_id=rid)
     assert row is not None and row.status == "failed"
     assert row.error is not None and row.error["code"] == "server_error"
@@ -77,6 +78,6 @@ def test_a_cancel_wins_over_the_drain(store: Store, bus: EventBus) -> None:
     drain = Drain()
     drain.begin(0)
     bus.request_cancel(rid)
-    assert execute(rid, store=store, bus=bus, provider_for=slow, drain=drain) is False
+    assert execute(rid, RunDeps(store=store, bus=bus, provider_for=slow, drain=drain)) is False
     row = store.get_response(response_id=rid)
     assert row is not None and row.status == "cancelled"

@@ -18,6 +18,7 @@ from shared.schema.requests import parse_create_request
 from shared.schema.response import Status, echo_params
 from shared.store import Store
 from shared.store.tables import OUTPUT, ResponseRow
+from worker.deps import RunDeps
 from worker.execute import execute
 from worker.providers.base import Provider, TextDelta
 from worker.providers.builtin import BuiltinModel
@@ -54,7 +55,7 @@ def script(**kwargs: Any) -> str:
 
 def test_sync_run_events_and_outcome(store: Store, bus: EventBus) -> None:
     rid = submit(store, script(text="one two"))
-    execute(rid, store=store, bus=bus, provider_for=instant)
+    execute(rid, RunDeps(store=store, bus=bus, provider_for=instant))
     log = events(bus, rid)
     assert [e.sequence_number for e in log] == list(range(len(log)))
     assert [e.type for e in log] == [
@@ -80,7 +81,7 @@ def test_sync_run_events_and_outcome(store: Store, bus: EventBus) -> None:
 
 def test_background_run_starts_with_queued_events(store: Store, bus: EventBus) -> None:
     rid = submit(store, "hi", background=True)
-    execute(rid, store=store, bus=bus, provider_for=instant)
+    execute(rid, RunDeps(store=store, bus=bus, provider_for=instant))
     log = events(bus, rid)
     assert [e.type for e in log[:3]] == [
         "response.created",
@@ -92,9 +93,9 @@ def test_background_run_starts_with_queued_events(store: Store, bus: EventBus) -
 
 def test_second_delivery_does_nothing(store: Store, bus: EventBus) -> None:
     rid = submit(store, "hi")
-    execute(rid, store=store, bus=bus, provider_for=instant)
+    execute(rid, RunDeps(store=store, bus=bus, provider_for=instant))
     count = len(events(bus, rid))
-    execute(rid, store=store, bus=bus, provider_for=instant)
+    execute(rid, RunDeps(store=store, bus=bus, provider_for=instant))
     assert len(events(bus, rid)) == count
 
 
@@ -107,7 +108,7 @@ def test_cancelled_while_queued_never_calls_the_provider(store: Store, bus: Even
         called.append(model)
         return instant(model)
 
-    execute(rid, store=store, bus=bus, provider_for=provider_for)
+    execute(rid, RunDeps(store=store, bus=bus, provider_for=provider_for))
     assert called == [] and events(bus, rid) == []
     row = store.get_response(response_id=rid)
     assert row is not None and row.status == "cancelled"
@@ -122,7 +123,7 @@ def test_cancel_while_running_keeps_partial_output(store: Store, bus: EventBus) 
         bus.request_cancel(rid)
 
     threading.Thread(target=cancel_soon).start()
-    execute(rid, store=store, bus=bus, provider_for=lambda _m: BuiltinModel())
+    execute(rid, RunDeps(store=store, bus=bus, provider_for=lambda _m: BuiltinModel()))
     row = store.get_response(response_id=rid)
     assert row is not None and row.status == "cancelled"
     output = store.items(response_id=rid, kind=OUTPUT)
@@ -137,7 +138,7 @@ def test_cancel_while_running_keeps_partial_output(store: Store, bus: EventBus) 
 
 def test_provider_failure_is_a_failed_response(store: Store, bus: EventBus) -> None:
     rid = submit(store, script(text="a b c", error={"message": "boom", "after_tokens": 1}))
-    execute(rid, store=store, bus=bus, provider_for=instant)
+    execute(rid, RunDeps(store=store, bus=bus, provider_for=instant))
     row = store.get_response(response_id=rid)
     assert row is not None and row.status == "failed"
     assert row.error == {"code": "server_error", "message": "boom"}
@@ -161,7 +162,7 @@ def test_unroutable_model_fails_cleanly(store: Store, bus: EventBus) -> None:
         return instant(model)
 
     rid = submit(store, "hi")
-    execute(rid, store=store, bus=bus, provider_for=provider_for)
+    execute(rid, RunDeps(store=store, bus=bus, provider_for=provider_for))
     row = store.get_response(response_id=rid)
     assert row is not None and row.status == "failed"
     assert row.error is not None and "resq-builtin" in row.error["message"]
@@ -174,7 +175,7 @@ def test_unexpected_provider_exception_fails_cleanly(store: Store, bus: EventBus
             yield
 
     rid = submit(store, "hi")
-    execute(rid, store=store, bus=bus, provider_for=lambda _m: Broken())
+    execute(rid, RunDeps(store=store, bus=bus, provider_for=lambda _m: Broken()))
     row = store.get_response(response_id=rid)
     assert row is not None and row.status == "failed"
     assert row.error == {
@@ -216,8 +217,7 @@ def test_a_burst_goes_out_in_few_publishes_and_nothing_waits_for_a_quiet_upstrea
     rid = submit(store, "hi")
     runner = threading.Thread(
         target=execute,
-        args=(rid,),
-        kwargs={"store": store, "bus": counting, "provider_for": lambda _m: provider},
+        args=(rid, RunDeps(store=store, bus=counting, provider_for=lambda _m: provider)),
     )
     runner.start()
     assert provider.paused.wait(10)

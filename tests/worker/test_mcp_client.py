@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from mcp import MCPError
 
-from shared.embedded_redis import free_port
+from ops.embedded_redis import free_port
 from tests.fakes.mcp_server import McpServerProcess
 from worker import mcp_client
 from worker.mcp_client import McpCancelled, McpError

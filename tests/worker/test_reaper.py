@@ -20,12 +20,14 @@ from shared.store import Store
 from shared.store.tables import OUTPUT
 from tests.compat import assert_wire_response
 from tests.worker.test_execute import events, instant, script, submit
-from worker.execute import Limits, execute
+from worker.deps import Limits, RunDeps
+from worker.execute import execute
 from worker.providers.base import Delta, ReasoningDelta, RefusalDelta, TextDelta, ToolCallDelta
 from worker.providers.builtin import BuiltinModel
 from worker.reaper import Reaped, reap
 from worker.replay import merge_saved, replay
-from worker.stream_state import McpTarget, StreamState
+from worker.stream_items import McpTarget
+from worker.stream_state import StreamState
 
 LONG_AGO = 1_000
 
@@ -70,7 +72,7 @@ def test_lost_job_without_output_is_requeued_and_rerun(store: Store, bus: EventB
     assert sent == [rid]
     row = store.get_response(response_id=rid)
     assert row is not None and row.status == "queued" and row.started_at is None
-    execute(rid, store=store, bus=bus, provider_for=instant)
+    execute(rid, RunDeps(store=store, bus=bus, provider_for=instant))
     log = events(bus, rid)
     assert [e.sequence_number for e in log] == list(range(len(log)))
     assert [e.type for e in log].count("response.created") == 1
@@ -130,10 +132,12 @@ def test_time_limit_stops_an_over_running_job(store: Store, bus: EventBus) -> No
     started = time.monotonic()
     execute(
         rid,
-        store=store,
-        bus=bus,
-        provider_for=lambda _m: BuiltinModel(),
-        limits=Limits(time_limit_seconds=0.3),
+        RunDeps(
+            store=store,
+            bus=bus,
+            provider_for=lambda _m: BuiltinModel(),
+            limits=Limits(time_limit_seconds=0.3),
+        ),
     )
     assert time.monotonic() - started < 1.5
     row = store.get_response(response_id=rid)
@@ -154,10 +158,12 @@ def test_heartbeat_is_kept_while_running_and_cleared_after(store: Store, bus: Ev
     watcher.start()
     execute(
         rid,
-        store=store,
-        bus=bus,
-        provider_for=lambda _m: BuiltinModel(),
-        limits=Limits(heartbeat_seconds=0.1, heartbeat_timeout_seconds=0.25),
+        RunDeps(
+            store=store,
+            bus=bus,
+            provider_for=lambda _m: BuiltinModel(),
+            limits=Limits(heartbeat_seconds=0.1, heartbeat_timeout_seconds=0.25),
+        ),
     )
     watcher.join()
     assert seen == [{rid}]
@@ -182,8 +188,9 @@ def test_stuck_queued_job_is_resent_when_the_queue_is_empty(store: Store, bus: E
     assert reap_with(5).resent == [] and sent == []  # a backlog explains the wait
     assert reap_with(0).resent == [rid] and sent == [rid]
     assert reap_with(0).resent == [] and sent == [rid]  # at most once per interval
-    execute(rid, store=store, bus=bus, provider_for=instant)
-    execute(rid, store=store, bus=bus, provider_for=instant)  # the duplicate message: a no-op
+    execute(rid, RunDeps(store=store, bus=bus, provider_for=instant))
+    # the duplicate message: a no-op
+    execute(rid, RunDeps(store=store, bus=bus, provider_for=instant))
     assert [e.type for e in events(bus, rid)].count("response.created") == 1
 
 
@@ -246,7 +253,7 @@ def deltas(*items: Delta) -> list[Step]:
 
 def lose_mid_run(store: Store, bus: EventBus, rid: str, steps: list[Step]) -> StreamState:
     """A worker claimed the job, streamed these steps (saving each item it finished, as
-    ``Run._flush`` does) and died. Returns its stream state at that moment."""
+    ``Publisher.flush`` does) and died. Returns its stream state at that moment."""
     row = store.claim(response_id=rid, now=LONG_AGO)
     assert row is not None
     snap = store.render(row, output=[])
@@ -257,14 +264,18 @@ def lose_mid_run(store: Store, bus: EventBus, rid: str, steps: list[Step]) -> St
     )
     state = StreamState(new_id=ids_in_order())
     for step in steps:
-        emitter.emit(*step(state))
-        for index in state.take_done():
-            store.save_output_item(response_id=rid, position=index, item=state.output[index])
+        events = step(state)
+        emitter.emit(*events)
+        for event in events:
+            if isinstance(event, OutputItemEvent) and event.type == "response.output_item.done":
+                store.save_output_item(
+                    response_id=rid, position=event.output_index, item=event.item
+                )
     return state
 
 
 def cancelled(state: StreamState) -> list[dict[str, Any]]:
-    """The output a cancel at this point would have left (``Run.finish``)."""
+    """The output a cancel at this point would have left (``worker.execute``)."""
     state = copy.deepcopy(state)
     state.close("incomplete")
     return state.output
@@ -425,11 +436,11 @@ def test_replay_at_every_point_of_a_run_gives_what_a_cancel_gives() -> None:
     steps = mcp_run()
     adapter: TypeAdapter[ResponseOutputItem] = TypeAdapter(ResponseOutputItem)
     for cut in range(len(steps) + 1):
-        state = StreamState(new_id=ids_in_order())
-        state.mcp = {
+        targets = {
             "lookup": McpTarget(server_label="docs", tool="lookup", approval=False),
             "ask": McpTarget(server_label="docs", tool="ask", approval=True),
         }
+        state = StreamState(new_id=ids_in_order(), mcp=targets.get)
         streamed: list[dict[str, Any]] = []
         for step in steps[:cut]:
             wired = [e.wire(len(streamed) + i) for i, e in enumerate(step(state))]

@@ -19,7 +19,7 @@ results: …``, the outputs it got). ``tool_choice`` ``"none"`` stops it calling
 with ``{}``; ``parallel_tool_calls: false`` keeps one call per round.
 ``{"show_context": true}`` makes it answer with what it was given (``describe``): the
 instructions and every item of its context, in order. Asked for a compaction summary
-(``shared.context.COMPACTION_PROMPT``), it answers with the same description of everything
+(``shared.model_context.COMPACTION_PROMPT``), it answers with the same description of everything
 before the request. Input tokens are counted as ``shared.tokens`` counts them for it: one
 per word.
 """
@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from shared import tokens as token_count
-from shared.context import COMPACTION_PROMPT
+from shared.model_context import COMPACTION_PROMPT
 from worker.providers.base import (
     Delta,
     Finish,

@@ -82,7 +82,7 @@ class EmbeddedRedis:
             str((self.data_dir / "redis.log").resolve()),
         ]
         # A process group of its own: a terminal's Ctrl-C reaches the launcher, which stops
-        # Redis last, after everything that writes to it (shared.supervisor).
+        # Redis last, after everything that writes to it (ops.supervisor).
         self.process = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,

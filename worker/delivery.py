@@ -17,13 +17,13 @@ from dataclasses import dataclass
 
 import httpx
 
-from shared import webhooks
+from shared import webhook_sender
 from shared.metrics import Recorder
 from shared.netpolicy import OutboundPolicy
 from shared.settings import Settings
 from shared.store.outbox import DELIVERED, FAILED, PENDING
-from shared.store.tables import WebhookAttemptRow, WebhookEndpointRow
-from shared.store.webhooks import WebhookStore
+from shared.store.tables import WebhookAttemptRow, WebhookDeliveryRow, WebhookEndpointRow
+from shared.store.webhooks import Claimed, WebhookStore
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ def deliver(
     clock: Callable[[], float] = time.time,
     metrics: Recorder | None = None,
 ) -> None:
+    """One attempt of a delivery (``attempts`` is the count its message was queued with)."""
     now = clock()
     claimed = hooks.claim(
         delivery_id=delivery_id,
@@ -79,28 +80,15 @@ def deliver(
     )
     if claimed is None:
         return  # delivered, failed, held by another attempt, or a stale message
-    delivery, event, endpoint = claimed.delivery, claimed.event, claimed.endpoint
-    headers = webhooks.signed_headers(
-        webhook_id=delivery.id, body=event.body, secrets_=signing_secrets(endpoint, now), now=now
-    )
-    outcome = webhooks.post(
-        client, url=endpoint.url, body=event.body, headers=headers, policy=outbound
-    )
-    number = delivery.attempts + 1
+    outcome = _send(claimed, client=client, outbound=outbound, now=now)
+    number = claimed.delivery.attempts + 1
     ended = clock()
-    status, next_at = DELIVERED, None
-    if not outcome.ok:
-        delay = webhooks.retry_delay(
-            number, base=policy.backoff, cap=policy.backoff_max, rng=rng or random.Random()
-        )
-        out_of_time = ended + delay > delivery.created_at + policy.window
-        if number >= policy.max_attempts or out_of_time:
-            status = FAILED
-        else:
-            status, next_at = PENDING, ended + delay
+    status, next_at = _next_state(
+        claimed.delivery, number, outcome, ended=ended, policy=policy, rng=rng
+    )
     hooks.record_attempt(
         WebhookAttemptRow(
-            delivery_id=delivery.id,
+            delivery_id=claimed.delivery.id,
             number=number,
             started_at=now,
             latency_ms=outcome.latency_ms,
@@ -116,14 +104,53 @@ def deliver(
         metrics.webhook({DELIVERED: "delivered", FAILED: "failed"}.get(status, "retry"))
     log.info(
         "webhook %s (%s for %s) attempt %d to %s: %s -> %s",
-        delivery.id,
-        event.type,
-        event.response_id,
+        claimed.delivery.id,
+        claimed.event.type,
+        claimed.event.response_id,
         number,
-        endpoint.id,
+        claimed.endpoint.id,
         outcome.status_code if outcome.ok else outcome.error,
         status,
     )
+
+
+def _send(
+    claimed: Claimed, *, client: httpx.Client, outbound: OutboundPolicy, now: float
+) -> webhook_sender.Outcome:
+    """Sign the event's body for the endpoint and POST it, once."""
+    body, endpoint = claimed.event.body, claimed.endpoint
+    headers = webhook_sender.signed_headers(
+        webhook_id=claimed.delivery.id,
+        body=body,
+        secrets_=signing_secrets(endpoint, now),
+        now=now,
+    )
+    return webhook_sender.post(
+        client, url=endpoint.url, body=body, headers=headers, policy=outbound
+    )
+
+
+def _next_state(
+    delivery: WebhookDeliveryRow,
+    number: int,
+    outcome: webhook_sender.Outcome,
+    *,
+    ended: float,
+    policy: Policy,
+    rng: random.Random | None,
+) -> tuple[str, float | None]:
+    """The delivery's state after attempt ``number``: delivered on success; else pending
+    again after the backoff, or failed once the attempts or the retry window are used up.
+    Returns (status, when the next attempt is due)."""
+    if outcome.ok:
+        return DELIVERED, None
+    delay = webhook_sender.retry_delay(
+        number, base=policy.backoff, cap=policy.backoff_max, rng=rng or random.Random()
+    )
+    out_of_time = ended + delay > delivery.created_at + policy.window
+    if number >= policy.max_attempts or out_of_time:
+        return FAILED, None
+    return PENDING, ended + delay
 
 
 def sweep(

@@ -23,8 +23,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from shared import cli
-from shared.embedded_redis import free_port
+from ops import admin_client, cli, render
+from ops.embedded_redis import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KEY = "admin-test-key"
@@ -239,21 +239,21 @@ def lines(text: str) -> list[str]:
     ],
 )
 def test_fmt_duration(seconds: float | None, text: str) -> None:
-    assert cli.fmt_duration(seconds) == text
+    assert render.fmt_duration(seconds) == text
 
 
 def test_fmt_time_is_utc() -> None:
-    assert cli.fmt_time(T0 + 3661.9) == "2026-01-01 01:01:01"
-    assert cli.fmt_time(None) == "-"
+    assert render.fmt_time(T0 + 3661.9) == "2026-01-01 01:01:01"
+    assert render.fmt_time(None) == "-"
 
 
 def test_table_aligns_and_formats_cells() -> None:
-    text = cli.table(["NAME", "N", "ON"], [["a", 1, True], ["bbbb", 100, None]], "lrl")
+    text = render.table(["NAME", "N", "ON"], [["a", 1, True], ["bbbb", 100, None]], "lrl")
     assert text == "NAME    N  ON\na       1  yes\nbbbb  100  -"
 
 
 def test_empty_table_says_none() -> None:
-    assert cli.table(["NAME", "N"], [], "lr") == "NAME  N\n(none)"
+    assert render.table(["NAME", "N"], [], "lr") == "NAME  N\n(none)"
 
 
 @pytest.mark.parametrize(
@@ -266,7 +266,7 @@ def test_empty_table_says_none() -> None:
     ],
 )
 def test_normalize_url(url: str, root: str) -> None:
-    assert cli.normalize_url(url) == root
+    assert admin_client.normalize_url(url) == root
 
 
 # ---- commands ------------------------------------------------------------------------------
@@ -560,7 +560,7 @@ def test_watch_clears_the_screen_only_on_a_terminal(api: FakeAdminApi) -> None:
             if len(sleeps) == 2:
                 raise KeyboardInterrupt
 
-        with cli.AdminApi(api.url, KEY) as admin:
+        with admin_client.AdminApi(api.url, KEY) as admin:
             assert cli.watch_queue(admin, interval=0.5, as_json=False, out=out, sleep=sleep) == 0
         text = out.getvalue()
         assert sleeps == [0.5, 0.5]
@@ -578,7 +578,7 @@ def test_watch_keeps_going_through_a_later_failure(api: FakeAdminApi) -> None:
         else:
             raise KeyboardInterrupt
 
-    with cli.AdminApi(api.url, KEY) as admin:
+    with admin_client.AdminApi(api.url, KEY) as admin:
         assert cli.watch_queue(admin, interval=1, as_json=False, out=out, sleep=sleep) == 0
     assert out.getvalue().endswith(
         f"resq queue  {api.url}  (every 1s, Ctrl-C stops)\n\nbusy (HTTP 503)\n\n"
@@ -589,7 +589,7 @@ def test_watch_in_a_process_redraws_until_sigint(api: FakeAdminApi) -> None:
     api.on("GET", "/v1/admin/queue", QUEUE)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RESQ_")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "queue", "--watch", "0.2", "--url", api.url],
+        [sys.executable, "-m", "ops.cli", "queue", "--watch", "0.2", "--url", api.url],
         cwd=REPO_ROOT,
         env={**env, "RESQ_ADMIN_KEY": KEY},
         stdout=subprocess.PIPE,
@@ -629,7 +629,7 @@ def test_watch_in_a_process_redraws_until_sigint(api: FakeAdminApi) -> None:
 
 def test_resq_console_script_is_registered() -> None:
     (entry,) = metadata.entry_points(group="console_scripts", name="resq")
-    assert entry.value == "shared.cli:main"
+    assert entry.value == "ops.cli:main"
 
 
 @pytest.mark.parametrize(
@@ -643,13 +643,13 @@ def test_resq_console_script_is_registered() -> None:
     ],
 )
 def test_the_default_url_follows_the_server_settings(env: dict[str, str], url: str) -> None:
-    assert cli.default_url(env) == url
+    assert admin_client.default_url(env) == url
 
 
 def test_a_401_says_how_to_pass_the_admin_key() -> None:
     body = {"error": {"message": "Missing bearer token.", "type": "invalid_request_error"}}
     response = httpx.Response(401, json=body)
-    assert cli.error_message(response) == (
+    assert admin_client.error_message(response) == (
         "Missing bearer token. (HTTP 401); pass the admin key with --key or set RESQ_ADMIN_KEY"
     )
-    assert cli.error_message(httpx.Response(403, json=body)).endswith("(HTTP 403)")
+    assert admin_client.error_message(httpx.Response(403, json=body)).endswith("(HTTP 403)")

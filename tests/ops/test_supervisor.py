@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.supervisor import Child, CrashLoop, Supervisor, describe_exit
+from ops.supervisor import Child, CrashLoop, Supervisor, describe_exit
 
 # A child that writes its name to a file when asked to stop (SIGTERM), then exits.
 TRAP = """

@@ -27,8 +27,8 @@ from typing import Any
 from shared import tokens
 from shared.errors import InvalidRequest
 from shared.routing import BUILTIN, Route
+from shared.store import ChainBroken, Store
 from shared.store.conversations import ConversationStore
-from shared.store.repo import ChainBroken, Store
 
 COMPACTION_PREFIX = "resq1."
 # The request a compaction job ends its context with (POST /v1/responses/compact).

@@ -1,9 +1,9 @@
 """``make run``: the whole embedded stack in one command, supervised.
 
-Checks the configuration first (``shared.preflight``: one line and exit status 1 on a
+Checks the configuration first (``ops.preflight``: one line and exit status 1 on a
 problem), starts a private Redis (unless ``REDIS_URL`` is set), then the API (gunicorn, gevent
 worker), one Celery worker (gevent pool) and beat as child processes, and prints where
-everything is once the stack is ready. ``shared.supervisor`` restarts a child that dies and
+everything is once the stack is ready. ``ops.supervisor`` restarts a child that dies and
 stops them all in order on SIGINT/SIGTERM (a second one stops at once).
 """
 
@@ -23,12 +23,13 @@ from typing import Any
 
 import redis
 
-from shared import keys, preflight
-from shared.embedded_redis import EmbeddedRedis, die_with_parent
+from ops import preflight
+from ops.embedded_redis import EmbeddedRedis, die_with_parent
+from ops.supervisor import POLL_SECONDS, Child, CrashLoop, Supervisor
+from shared import keys
 from shared.presence import fresh_workers
 from shared.routing import BUILTIN_MODEL
 from shared.settings import Settings
-from shared.supervisor import POLL_SECONDS, Child, CrashLoop, Supervisor
 
 log = logging.getLogger("resq")
 
@@ -225,36 +226,62 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="resq: %(message)s")
     env = dict(os.environ)
     try:
-        settings = preflight.load_settings(env)
-        try:
-            settings.var_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise preflight.ConfigError(
-                f"RESQ_VAR_DIR: cannot create {settings.var_dir}: {exc.strerror}"
-            ) from None
-        env["DATABASE_URL"] = settings.database_url
-        if not settings.secret_key:
-            env["RESQ_SECRET_KEY"] = local_secret_key(settings.var_dir / "secret.key")
-        preflight.check(env)
+        settings = prepare(env)
     except preflight.ConfigError as exc:
         print(f"resq: cannot start: {exc}", file=sys.stderr, flush=True)
         return 1
-    children: list[Child] = []
-    if not settings.redis_url:
-        redis_server = EmbeddedRedis(settings.var_dir / "redis")
-        env["REDIS_URL"] = redis_server.url
-        children.append(Child("redis", lambda: _started(redis_server)))
-    settings = Settings.from_env(env)
-    children += [
+    children = redis_children(settings, env)
+    settings = Settings.from_env(env)  # again: with the private Redis's URL
+    children += app_children(settings, env)
+    supervisor = Supervisor(children, grace_seconds=settings.shutdown_grace_seconds)
+    signal.signal(signal.SIGINT, supervisor.request_stop)
+    signal.signal(signal.SIGTERM, supervisor.request_stop)
+    status = supervise(supervisor, settings, orphaned)
+    stop(supervisor, settings)
+    return status
+
+
+def prepare(env: dict[str, str]) -> Settings:
+    """Check the configuration (``preflight.ConfigError`` on a problem) and complete ``env``
+    for the children: the database URL they all use, and this machine's secret key when
+    ``RESQ_SECRET_KEY`` is unset."""
+    settings = preflight.load_settings(env)
+    try:
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise preflight.ConfigError(
+            f"RESQ_VAR_DIR: cannot create {settings.var_dir}: {exc.strerror}"
+        ) from None
+    env["DATABASE_URL"] = settings.database_url
+    if not settings.secret_key:
+        env["RESQ_SECRET_KEY"] = local_secret_key(settings.var_dir / "secret.key")
+    preflight.check(env)
+    return settings
+
+
+def redis_children(settings: Settings, env: dict[str, str]) -> list[Child]:
+    """A private Redis when ``REDIS_URL`` is unset (none otherwise); its URL goes into ``env``
+    for the children started after it."""
+    if settings.redis_url:
+        return []
+    redis_server = EmbeddedRedis(settings.var_dir / "redis")
+    env["REDIS_URL"] = redis_server.url
+    return [Child("redis", lambda: _started(redis_server))]
+
+
+def app_children(settings: Settings, env: dict[str, str]) -> list[Child]:
+    return [
         Child("api", lambda: spawn(api_command(settings), env)),
         Child("worker", lambda: spawn(worker_command(settings), env)),
         Child("beat", lambda: spawn(beat_command(settings), env)),
     ]
-    supervisor = Supervisor(children, grace_seconds=settings.shutdown_grace_seconds)
-    signal.signal(signal.SIGINT, supervisor.request_stop)
-    signal.signal(signal.SIGTERM, supervisor.request_stop)
+
+
+def supervise(supervisor: Supervisor, settings: Settings, orphaned: Callable[[], bool]) -> int:
+    """Start the children, print the banner once resq is ready, and keep them running until a
+    stop is asked for or whoever started us is gone. The exit status: 1 if a child kept dying
+    or the private Redis could not start."""
     url = f"http://{_reachable(settings.host)}:{settings.port}"
-    status = 0
     try:
         supervisor.start_all()
         if wait_ready(url, settings.redis_url, supervisor, orphaned):
@@ -266,10 +293,15 @@ def main() -> int:
             time.sleep(POLL_SECONDS)
     except CrashLoop as exc:
         log.error("%s", exc)
-        status = 1
+        return 1
     except RuntimeError as exc:  # the private Redis could not start
         log.error("%s", exc)
-        status = 1
+        return 1
+    return 0
+
+
+def stop(supervisor: Supervisor, settings: Settings) -> None:
+    """Stop every child in the order that loses nothing (``ops.supervisor``)."""
     log.info(
         "stopping: running jobs have up to %g s to finish (Ctrl-C again stops at once)",
         settings.shutdown_grace_seconds,
@@ -281,7 +313,6 @@ def main() -> int:
         last=["redis"] if "redis" in supervisor.children else [],
     )
     log.info("stopped")
-    return status
 
 
 def _started(redis_server: EmbeddedRedis) -> subprocess.Popen[bytes]:

@@ -11,16 +11,17 @@ import openai
 import pytest
 from openai.types.webhooks import ResponseCompletedWebhookEvent
 
-from shared import webhooks
+from shared import webhook_sender
 from shared.netpolicy import OutboundPolicy
 from shared.schema.response import Status
+from shared.schema.webhooks import EVENT_TYPES
 from shared.store import Store
 from shared.store.outbox import DELIVERED, FAILED, PENDING
 from shared.store.tables import WebhookEndpointRow
 from shared.store.webhooks import DeliveryView, WebhookStore
 from tests.fakes.receiver import Behaviour, Receiver, running_receiver
 from tests.worker.test_execute import submit
-from worker.webhooks import Policy, deliver
+from worker.delivery import Policy, deliver
 
 LOOPBACK = OutboundPolicy(allow_loopback=True)
 POLICY = Policy(timeout=2, max_attempts=3, window=3600, backoff=10, backoff_max=60)
@@ -55,7 +56,7 @@ def setup(store: Store, url: str, secret: str) -> tuple[WebhookStore, str, str]:
             tenant="t",
             name="test",
             url=url,
-            event_types=list(webhooks.EVENT_TYPES),
+            event_types=list(EVENT_TYPES),
             secret=secret,
             created_at=1,
             updated_at=1,
@@ -77,7 +78,7 @@ def log(hooks: WebhookStore, delivery_id: str) -> DeliveryView:
 def test_the_sdk_verifies_what_is_sent(
     store: Store, receiver: Receiver, http: httpx.Client
 ) -> None:
-    secret = webhooks.new_secret()
+    secret = webhook_sender.new_secret()
     url = receiver.behave("/hook", Behaviour())
     hooks, rid, did = setup(store, url, secret)
     deliver(did, 0, hooks=hooks, client=http, outbound=LOOPBACK, policy=POLICY)
@@ -89,7 +90,7 @@ def test_the_sdk_verifies_what_is_sent(
     assert event.data.id == rid and event.type == "response.completed" and event.created_at == 3
     assert got.headers["webhook-id"] == did and got.headers["content-type"] == "application/json"
     with pytest.raises(openai.InvalidWebhookSignatureError):
-        client.webhooks.unwrap(got.body, got.headers, secret=webhooks.new_secret())
+        client.webhooks.unwrap(got.body, got.headers, secret=webhook_sender.new_secret())
     view = log(hooks, did)
     assert view.delivery.status == DELIVERED and view.delivery.delivered_at is not None
     assert [(a.number, a.status_code, a.ok) for a in view.attempts] == [(1, 200, True)]
@@ -98,7 +99,7 @@ def test_the_sdk_verifies_what_is_sent(
 def test_a_stale_timestamp_is_refused_by_the_sdk(
     store: Store, receiver: Receiver, http: httpx.Client
 ) -> None:
-    secret = webhooks.new_secret()
+    secret = webhook_sender.new_secret()
     hooks, _, did = setup(store, receiver.behave("/old", Behaviour()), secret)
     deliver(did, 0, hooks=hooks, client=http, outbound=LOOPBACK, policy=POLICY, clock=Clock(1_000))
     (got,) = receiver.at("/old")
@@ -109,7 +110,7 @@ def test_a_stale_timestamp_is_refused_by_the_sdk(
 def test_failures_are_retried_with_backoff_and_the_same_webhook_id(
     store: Store, receiver: Receiver, http: httpx.Client
 ) -> None:
-    secret = webhooks.new_secret()
+    secret = webhook_sender.new_secret()
     url = receiver.behave("/flaky", Behaviour(statuses=[500, 503]))
     hooks, rid, did = setup(store, url, secret)
     clock = Clock(1_000.0)
@@ -211,7 +212,7 @@ def test_a_redirect_is_not_followed(store: Store, http: httpx.Client) -> None:
 def test_during_a_rotation_both_secrets_verify(
     store: Store, receiver: Receiver, http: httpx.Client
 ) -> None:
-    old, new = webhooks.new_secret(), webhooks.new_secret()
+    old, new = webhook_sender.new_secret(), webhook_sender.new_secret()
     hooks, _, did = setup(store, receiver.behave("/rot", Behaviour()), old)
     hooks.rotate_secret(tenant="t", endpoint_id="whep_1", secret=new, keep_old_until=10**12, now=5)
     deliver(did, 0, hooks=hooks, client=http, outbound=LOOPBACK, policy=POLICY)

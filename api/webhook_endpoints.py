@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import httpx
 from flask import Blueprint, Response, g, jsonify, request
 
 from api.body import json_body
-from api.context import Deps, deps
+from api.deps import Deps, deps
 from api.responses import list_page, query_int
-from shared import ids, webhooks
+from shared import ids, webhook_sender
 from shared.errors import InvalidRequest, NotFound
 from shared.schema import webhooks as schema
 from shared.store.outbox import event_body
-from shared.store.tables import WebhookEndpointRow
+from shared.store.tables import WebhookAttemptRow, WebhookEndpointRow
 from shared.store.webhooks import DeliveryView
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,56 @@ bp = Blueprint("webhooks", __name__, url_prefix="/v1")
 MAX_LIST_LIMIT = 100
 DEFAULT_LIST_LIMIT = 20
 KEEP_OLD_SECRET_SECONDS = 24 * 3600
+
+
+def endpoint_object(row: WebhookEndpointRow, *, with_secret: bool = False) -> dict[str, Any]:
+    """``WebhookEndpoint``, or ``WebhookEndpointWithSecret`` right after creation or rotation
+    (the only times the secret is shown)."""
+    shown: dict[str, Any] = {
+        "id": row.id,
+        "object": "webhook_endpoint",
+        "name": row.name,
+        "url": row.url,
+        "event_types": list(row.event_types),
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+        "signing_secret_hint": webhook_sender.secret_hint(row.secret),
+    }
+    if with_secret:
+        shown["signing_secret"] = row.secret
+    return shown
+
+
+def attempt_object(row: WebhookAttemptRow) -> dict[str, Any]:
+    return {
+        "number": row.number,
+        "attempted_at": int(row.started_at),
+        "status_code": row.status_code,
+        "latency_ms": row.latency_ms,
+        "success": row.ok,
+        "error": row.error,
+    }
+
+
+def delivery_object(view: DeliveryView) -> dict[str, Any]:
+    """A resq extension (``/v1/webhook_endpoints/{id}/deliveries``): one event sent to one
+    endpoint, with every attempt. ``id`` is the ``webhook-id`` header the receiver saw."""
+    d, event = view.delivery, view.event
+    return {
+        "id": d.id,
+        "object": "webhook_endpoint.delivery",
+        "webhook_endpoint_id": d.endpoint_id,
+        "event_id": event.id,
+        "event_type": event.type,
+        "response_id": event.response_id,
+        "status": d.status,
+        "created_at": d.created_at,
+        "delivered_at": d.delivered_at,
+        "next_attempt_at": (
+            int(d.next_attempt_at) if d.status == "pending" and d.next_attempt_at else None
+        ),
+        "attempts": [attempt_object(a) for a in view.attempts],
+    }
 
 
 def _endpoint(d: Deps, endpoint_id: str) -> WebhookEndpointRow:
@@ -47,7 +98,7 @@ def _delivery(d: Deps, endpoint_id: str, delivery_id: str) -> DeliveryView:
 
 @bp.get("/webhook_event_types")
 def event_types() -> Response:
-    return jsonify({"object": "list", "data": list(webhooks.EVENT_TYPES)})
+    return jsonify({"object": "list", "data": list(schema.EVENT_TYPES)})
 
 
 @bp.post("/webhook_endpoints")
@@ -63,12 +114,12 @@ def create() -> Response:
             name=req.name,
             url=req.url,
             event_types=req.event_types,
-            secret=webhooks.new_secret(),
+            secret=webhook_sender.new_secret(),
             created_at=now,
             updated_at=now,
         )
     )
-    return jsonify(schema.endpoint_object(row, with_secret=True))
+    return jsonify(endpoint_object(row, with_secret=True))
 
 
 @bp.get("/webhook_endpoints")
@@ -79,12 +130,12 @@ def list_endpoints() -> Response:
     rows, has_more = d.hooks.list_endpoints(
         tenant=g.tenant, after=request.args.get("after"), limit=limit
     )
-    return list_page([schema.endpoint_object(r) for r in rows], has_more)
+    return list_page([endpoint_object(r) for r in rows], has_more)
 
 
 @bp.get("/webhook_endpoints/<endpoint_id>")
 def retrieve(endpoint_id: str) -> Response:
-    return jsonify(schema.endpoint_object(_endpoint(deps(), endpoint_id)))
+    return jsonify(endpoint_object(_endpoint(deps(), endpoint_id)))
 
 
 @bp.post("/webhook_endpoints/<endpoint_id>")
@@ -101,7 +152,7 @@ def update(endpoint_id: str) -> Response:
     if row is None:  # deleted in between
         _endpoint(d, endpoint_id)
     assert row is not None
-    return jsonify(schema.endpoint_object(row))
+    return jsonify(endpoint_object(row))
 
 
 @bp.delete("/webhook_endpoints/<endpoint_id>")
@@ -121,14 +172,14 @@ def rotate_secret(endpoint_id: str) -> Response:
     row = d.hooks.rotate_secret(
         tenant=g.tenant,
         endpoint_id=endpoint_id,
-        secret=webhooks.new_secret(),
+        secret=webhook_sender.new_secret(),
         keep_old_until=keep,
         now=now,
     )
     if row is None:
         _endpoint(d, endpoint_id)
     assert row is not None
-    return jsonify(schema.endpoint_object(row, with_secret=True))
+    return jsonify(endpoint_object(row, with_secret=True))
 
 
 @bp.post("/webhook_endpoints/<endpoint_id>/test")
@@ -145,14 +196,16 @@ def test(endpoint_id: str) -> Response:
         created_at=int(now),
         response_id=ids.new_id(ids.RESPONSE),
     )
-    headers = webhooks.signed_headers(
+    headers = webhook_sender.signed_headers(
         webhook_id=ids.new_id(ids.WEBHOOK_DELIVERY),
         body=body,
         secrets_=[row.secret],
         now=now,
     )
     with httpx.Client(timeout=d.settings.webhook_timeout_seconds) as client:
-        outcome = webhooks.post(client, url=row.url, body=body, headers=headers, policy=d.outbound)
+        outcome = webhook_sender.post(
+            client, url=row.url, body=body, headers=headers, policy=d.outbound
+        )
     if outcome.status_code is None:
         raise InvalidRequest(
             f"The test event could not be delivered to {row.url}: {outcome.error}",
@@ -178,12 +231,12 @@ def deliveries(endpoint_id: str) -> Response:
     views, has_more = d.hooks.list_deliveries(
         tenant=g.tenant, endpoint_id=endpoint_id, after=request.args.get("after"), limit=limit
     )
-    return list_page([schema.delivery_object(v) for v in views], has_more)
+    return list_page([delivery_object(v) for v in views], has_more)
 
 
 @bp.get("/webhook_endpoints/<endpoint_id>/deliveries/<delivery_id>")
 def delivery(endpoint_id: str, delivery_id: str) -> Response:
-    return jsonify(schema.delivery_object(_delivery(deps(), endpoint_id, delivery_id)))
+    return jsonify(delivery_object(_delivery(deps(), endpoint_id, delivery_id)))
 
 
 @bp.post("/webhook_endpoints/<endpoint_id>/deliveries/<delivery_id>/redeliver")
@@ -200,4 +253,4 @@ def redeliver(endpoint_id: str, delivery_id: str) -> Response:
         d.send_delivery(view.delivery.id, view.delivery.attempts)
     except Exception:  # the store has it due: the delivery sweep sends it
         log.warning("delivery %s: could not send it now", view.delivery.id, exc_info=True)
-    return jsonify(schema.delivery_object(view))
+    return jsonify(delivery_object(view))

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from shared import preflight
-from shared.embedded_redis import free_port
-from shared.preflight import ConfigError
+from ops import preflight
+from ops.embedded_redis import free_port
+from ops.preflight import ConfigError
 
 
 def env(tmp_path: Path, **extra: str) -> dict[str, str]:

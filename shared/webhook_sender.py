@@ -17,8 +17,6 @@ from standardwebhooks.webhooks import Webhook
 from shared.errors import InvalidRequest
 from shared.netpolicy import OutboundPolicy
 
-# The events resq sends (background responses ending); /v1/webhook_event_types lists them.
-EVENT_TYPES = ("response.completed", "response.failed", "response.cancelled", "response.incomplete")
 SECRET_PREFIX = "whsec_"
 USER_AGENT = "resq-webhooks/1.0"
 # Receivers should answer quickly; what they send back is not needed beyond its status.

@@ -1,0 +1,87 @@
+"""How a run ends: its ``Outcome``, the reasons a run stops early, and the one function that
+turns any failure into the Response's ``error`` object.
+
+    Exception
+    ├── Stop                 the run must end now (raised by ``worker.run``)
+    │   ├── Cancelled        a cancel arrived → cancelled
+    │   ├── HandBack         shutting down, nothing streamed yet → queued again
+    │   ├── ShutDown         shutting down after output had started → failed
+    │   └── OverTime         over the job time limit → failed
+    ├── ProviderError        the upstream failed → failed, its code and message
+    ├── ResqError            the job cannot be prepared (chain, context, credentials) → failed
+    └── anything else        a resq bug → failed, server_error
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from shared.errors import ResqError
+from shared.schema.response import Status
+from worker.providers.base import ProviderError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: Status
+    error: dict[str, Any] | None = None
+    incomplete_details: dict[str, Any] | None = None
+
+
+class Stop(Exception):
+    """The run must end now, whatever it was doing."""
+
+
+class Cancelled(Stop):
+    pass
+
+
+class HandBack(Stop):
+    """The worker is shutting down and nothing but the lifecycle events went out: the job
+    goes back to the queue, untouched (``worker.drain``)."""
+
+
+class ShutDown(Stop):
+    pass
+
+
+class OverTime(Stop):
+    def __init__(self, limit: float) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
+def ended_by(exc: Exception, response_id: str) -> Outcome:
+    """How a run that raised ``exc`` ends (logged here, once)."""
+    if isinstance(exc, Cancelled):
+        return Outcome(Status.CANCELLED)
+    if isinstance(exc, HandBack):
+        return Outcome(Status.QUEUED)
+    if isinstance(exc, ProviderError):
+        log.warning("response %s: provider failed: %s", response_id, exc.message)
+        error = {"code": exc.code, "message": exc.message}
+    elif isinstance(exc, ResqError):  # the chain or the context changed since the create
+        log.warning("response %s: cannot prepare the run: %s", response_id, exc.message)
+        error = {"code": "invalid_prompt", "message": exc.message}
+    elif isinstance(exc, OverTime):
+        log.warning("response %s: over the job time limit (%g s)", response_id, exc.limit)
+        error = {
+            "code": "server_error",
+            "message": "The response ran longer than the job time limit of "
+            f"{exc.limit:g} s (RESQ_JOB_TIME_LIMIT_SECONDS) and was stopped.",
+        }
+    elif isinstance(exc, ShutDown):
+        log.warning("response %s: the worker is shutting down; failing the run", response_id)
+        error = {
+            "code": "server_error",
+            "message": "The worker running this response shut down after output had "
+            "started streaming (RESQ_SHUTDOWN_GRACE_SECONDS ran out), so it was not re-run.",
+        }
+    else:
+        log.error("response %s: unexpected error in the run", response_id, exc_info=exc)
+        error = {"code": "server_error", "message": "resq worker error while running the response"}
+    return Outcome(Status.FAILED, error=error)
