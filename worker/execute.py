@@ -7,7 +7,10 @@ Celery task and in a unit test with stand-ins at the boundaries.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
+
+import redis
 
 from shared import lifecycle, logs
 from shared.errors import ResqError
@@ -16,19 +19,24 @@ from shared.schema.response import Status, usage_object
 from shared.store.tables import ResponseRow
 from worker.deps import RunDeps
 from worker.heartbeat import Heartbeat
-from worker.outcome import Outcome, ended_by
+from worker.outcome import EarlierOutput, HandBack, Outcome, ended_by
 from worker.providers.base import Provider, ProviderError, ProviderRequest
 from worker.publisher import Publisher
 from worker.run import Job, Produced, Run
 
 log = logging.getLogger(__name__)
 
+# Redis not answering (stopped, restarting, loading its file): a run that has sent no output
+# yet goes back to the queue rather than failing.
+REDIS_AWAY = (redis.ConnectionError, redis.TimeoutError)
+
 
 def execute(response_id: str, deps: RunDeps) -> bool:
     """Run a queued response to its end. Does nothing if it already ended or started.
 
-    True if the run was handed back instead (``worker.drain``): the response is ``queued``
-    again, and the caller sends its message again."""
+    True if the run was handed back instead (``worker.outcome.HandBack``: the worker is
+    stopping, or Redis stopped answering, before any output went out): the response is
+    ``queued`` again, and the caller sends its message again."""
     row = deps.store.claim(response_id=response_id, now=int(deps.clock()))
     if row is None:
         log.info("response %s: not claimable (ended, cancelled or taken); skipping", response_id)
@@ -57,21 +65,27 @@ def _run(row: ResponseRow, deps: RunDeps) -> bool:
     publisher = Publisher(deps.store, deps.bus, row.id)
     publisher.open(row)
     produced = Produced()
+    reason = ""
     try:
+        if publisher.output_out:
+            raise EarlierOutput()
         job = Job(row, JobSpec.model_validate(row.params), provider, route)
         run = Run.prepare(job, deps, publisher)
         produced = run.produced
         outcome = run.generate()
     except Exception as exc:
+        if isinstance(exc, REDIS_AWAY) and not publisher.output_out:
+            exc = HandBack(f"Redis did not answer before any output went out: {exc}")
         if isinstance(exc, ProviderError) and deps.metrics is not None:
             deps.metrics.upstream_error(
                 route.provider if route is not None else "unknown", str(exc.status or exc.code)
             )
         outcome = ended_by(exc, row.id)
+        reason = exc.reason if isinstance(exc, HandBack) else ""
     if outcome.status == Status.QUEUED:
         assert row.started_at is not None
         if deps.store.requeue(response_id=row.id, started_at=row.started_at, refund=True):
-            log.info("response %s: the worker is shutting down; handed back", row.id)
+            log.warning("response %s: handed back to the queue (%s)", row.id, reason)
             return True
         # Cancelled (or taken over by the reaper) meanwhile: end it as the store now says.
         outcome = Outcome(Status.CANCELLED)
@@ -87,12 +101,15 @@ def _finish(
     outcome: Outcome,
     started: float,
 ) -> None:
-    """Record the outcome in the store, then end the event log with it."""
+    """Record the outcome in the store, then end the event log with it. With Redis away, the
+    store still records the end, and the reaper writes the log's terminal event from it once
+    Redis answers (``shared.lifecycle.close_log``)."""
     state = produced.state
     item_status = "completed" if outcome.status == Status.COMPLETED else "incomplete"
     # Whatever is pending and the closing events, in one publish: store.finish below
     # writes every output item at once.
-    publisher.close(state.close(item_status))
+    closing = state.close(item_status)
+    logged = _publish_or_warn(row.id, lambda: publisher.close(closing))
     timings = _timings(row, started, deps.clock(), produced.first_output)
     from_statuses: tuple[Status, ...] = (Status.IN_PROGRESS,)
     if outcome.status == Status.CANCELLED:
@@ -114,6 +131,8 @@ def _finish(
         timings=timings,
         from_statuses=from_statuses,
     )
+    if not logged:
+        return
     if final is None:
         log.info("response %s: deleted while running; dropping its events", row.id)
         deps.bus.drop(row.id)
@@ -122,10 +141,27 @@ def _finish(
         deps.metrics.finished(
             model=final.model, status=final.status, timings=timings, usage=final.usage
         )
-    publisher.end(lifecycle.closing_events(final, deps.store.render(final, output=state.output)))
+    ending = lifecycle.closing_events(final, deps.store.render(final, output=state.output))
+    if not _publish_or_warn(row.id, lambda: publisher.end(ending)):
+        return
     if not final.store:
         deps.bus.expire_soon(final.id)
     log.info("response %s: %s", final.id, final.status)
+
+
+def _publish_or_warn(response_id: str, publish: Callable[[], None]) -> bool:
+    """Run ``publish``; False (and a warning) if Redis did not answer."""
+    try:
+        publish()
+    except REDIS_AWAY as exc:
+        log.warning(
+            "response %s: Redis did not take the closing events (%s); the end is recorded "
+            "in the store and the reaper ends the log",
+            response_id,
+            exc,
+        )
+        return False
+    return True
 
 
 def _timings(

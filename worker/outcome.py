@@ -4,8 +4,9 @@ turns any failure into the Response's ``error`` object.
     Exception
     ├── Stop                 the run must end now (raised by ``worker.run``)
     │   ├── Cancelled        a cancel arrived → cancelled
-    │   ├── HandBack         shutting down, nothing streamed yet → queued again
+    │   ├── HandBack         shutting down, or Redis away, nothing streamed yet → queued again
     │   ├── ShutDown         shutting down after output had started → failed
+    │   ├── EarlierOutput    an earlier attempt's output is on the log → failed
     │   └── OverTime         over the job time limit → failed
     ├── ProviderError        the upstream failed → failed, its code and message
     ├── ResqError            the job cannot be prepared (chain, context, credentials) → failed
@@ -41,12 +42,22 @@ class Cancelled(Stop):
 
 
 class HandBack(Stop):
-    """The worker is shutting down and nothing but the lifecycle events went out: the job
-    goes back to the queue, untouched (``worker.drain``)."""
+    """Nothing but the lifecycle events went out, and the run cannot go on here: the worker is
+    shutting down (``worker.drain``), or Redis stopped answering (it is being restarted). The
+    job goes back to the queue, untouched, and runs again from the start."""
+
+    def __init__(self, reason: str = "the worker is shutting down") -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class ShutDown(Stop):
     pass
+
+
+class EarlierOutput(Stop):
+    """A claimed job whose log already holds output of an earlier attempt (a hand-back whose
+    last publish reached Redis after all): running it again would stream a second answer."""
 
 
 class OverTime(Stop):
@@ -73,6 +84,13 @@ def ended_by(exc: Exception, response_id: str) -> Outcome:
             "code": "server_error",
             "message": "The response ran longer than the job time limit of "
             f"{exc.limit:g} s (RESQ_JOB_TIME_LIMIT_SECONDS) and was stopped.",
+        }
+    elif isinstance(exc, EarlierOutput):
+        log.warning("response %s: an earlier attempt's output is on its log", response_id)
+        error = {
+            "code": "server_error",
+            "message": "The worker running this response stopped after output had started "
+            "streaming, so it was not re-run.",
         }
     elif isinstance(exc, ShutDown):
         log.warning("response %s: the worker is shutting down; failing the run", response_id)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from shared import lifecycle
 from shared.bus import Emitter, EventBus
-from shared.schema.events import Event, OutputItemEvent, StreamEvent
+from shared.schema.events import OPENING_TYPES, Event, OutputItemEvent, StreamEvent
 from shared.store import Store
 from shared.store.tables import ResponseRow
 
@@ -28,6 +28,9 @@ class Publisher:
         # A re-run (the reaper re-queued a lost attempt that had sent no output) continues the
         # numbering of the log after the lifecycle events it already holds.
         self.resumed = last is not None
+        # Whether anything but the opening events is on the log: a client may have seen it, so
+        # from then on the run is never handed back or re-run (README, "Durability").
+        self.output_out = last is not None and last.type not in OPENING_TYPES
         self.emitter = Emitter(bus, response_id, start=last.sequence_number + 1 if last else 0)
         self.pending: list[StreamEvent] = []  # produced, not yet published
         self.last_flush = 0.0
@@ -59,6 +62,7 @@ class Publisher:
         """Publish the pending events, then save the output items they finished."""
         published, self.pending = self.pending, []
         self.emitter.emit(*published)
+        self.output_out = self.output_out or bool(published)
         for event in published:
             if isinstance(event, OutputItemEvent) and event.type == ITEM_DONE:
                 self.store.save_output_item(

@@ -7,6 +7,7 @@ import time
 
 import redis
 from celery import Celery, Task
+from kombu.exceptions import OperationalError
 
 from shared import keys
 from shared.metrics import sample_history
@@ -81,7 +82,13 @@ def _register_runs(app: Celery) -> None:
             enqueue_response(app, response_id, queue)
             return
         if execute(response_id, rt.run_deps(PROCESS_DRAIN)):
-            _requeue(app, rt, response_id)  # the worker is stopping: another one runs it
+            # Handed back (the worker is stopping, or Redis went away): another run takes it.
+            try:
+                _requeue(app, rt, response_id)
+            except (OperationalError, redis.RedisError) as exc:
+                # Stored as queued all the same: the reaper's sweep of stuck queued jobs sends
+                # it once the broker answers again.
+                log.warning("response %s: could not send it again yet: %s", response_id, exc)
 
     @app.task(name=REAP, ignore_result=True)
     def reap_lost_jobs() -> None:

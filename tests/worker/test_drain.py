@@ -7,7 +7,10 @@ from __future__ import annotations
 import threading
 import time
 
+import fakeredis
+
 from shared.bus import EventBus
+from shared.lifecycle import close_log
 from shared.store import Store
 from tests.worker.test_execute import events, script, submit
 from worker.deps import RunDeps
@@ -81,3 +84,81 @@ def test_a_cancel_wins_over_the_drain(store: Store, bus: EventBus) -> None:
     assert execute(rid, RunDeps(store=store, bus=bus, provider_for=slow, drain=drain)) is False
     row = store.get_response(response_id=rid)
     assert row is not None and row.status == "cancelled"
+
+
+def test_redis_going_away_before_any_output_hands_the_job_back(store: Store) -> None:
+    server = fakeredis.FakeServer()
+    bus = EventBus(fakeredis.FakeRedis(server=server), ttl_seconds=60)
+    rid = submit(store, script(text="late", wait_ms=600), background=True)
+
+    def redis_stops() -> None:
+        server.connected = False  # every command now raises redis.ConnectionError
+
+    threading.Timer(0.3, redis_stops).start()
+    handed_back = execute(rid, RunDeps(store=store, bus=bus, provider_for=slow))
+    assert handed_back is True
+    row = store.get_response(response_id=rid)
+    assert row is not None
+    assert (row.status, row.started_at, row.attempts, row.error) == ("queued", None, 0, None)
+    server.connected = True  # Redis is back (its file held the opening events)
+    assert [e.type for e in events(bus, rid)] == [
+        "response.created",
+        "response.queued",
+        "response.in_progress",
+    ]
+    assert execute(rid, RunDeps(store=store, bus=bus, provider_for=slow)) is False
+    log = events(bus, rid)
+    assert [e.sequence_number for e in log] == list(range(len(log)))
+    assert log[-1].type == "response.completed"
+    assert log[-1].json()["response"]["output"][0]["content"][0]["text"] == "late"
+
+
+def test_redis_going_away_after_output_went_out_fails_the_job(store: Store) -> None:
+    server = fakeredis.FakeServer()
+    bus = EventBus(fakeredis.FakeRedis(server=server), ttl_seconds=60)
+    rid = submit(store, script(words=200, delay_ms=10), background=True)
+
+    def redis_blinks() -> None:
+        server.connected = False
+        time.sleep(0.3)
+        server.connected = True
+
+    threading.Timer(0.4, redis_blinks).start()
+    assert execute(rid, RunDeps(store=store, bus=bus, provider_for=slow)) is False
+    # The store recorded the end, with what had been produced, although Redis was away.
+    row = store.get_response(response_id=rid)
+    assert row is not None and row.status == "failed"
+    assert row.error == {
+        "code": "server_error",
+        "message": "resq worker error while running the response",
+    }
+    text = store.render(row)["output"][0]["content"][0]["text"]
+    assert text.startswith("alpha bravo") and 0 < len(text.split()) < 200
+    time.sleep(0.4)  # Redis is back: the reaper ends the log from the store
+    assert close_log(store, bus, row) is True
+    log = events(bus, rid)
+    assert [e.type for e in log][-2:] == ["error", "response.failed"]
+    assert [e.sequence_number for e in log] == list(range(len(log)))
+
+
+def test_a_log_holding_an_earlier_attempts_output_is_not_run_again(
+    store: Store, bus: EventBus
+) -> None:
+    rid = submit(store, script(text="again"), background=True)
+    bus.publish(
+        rid,
+        [
+            {"type": "response.created", "sequence_number": 0},
+            {"type": "response.output_text.delta", "sequence_number": 1, "delta": "half"},
+        ],
+    )
+    assert execute(rid, RunDeps(store=store, bus=bus, provider_for=slow)) is False
+    row = store.get_response(response_id=rid)
+    assert row is not None and row.status == "failed"
+    assert row.error is not None and row.error["message"] == (
+        "The worker running this response stopped after output had started streaming, "
+        "so it was not re-run."
+    )
+    log = events(bus, rid)
+    assert [e.type for e in log][-2:] == ["error", "response.failed"]
+    assert [e.sequence_number for e in log] == list(range(len(log)))
