@@ -41,11 +41,11 @@ cli: $(RUN_DEPS)
 	@$(VENV)/bin/resq $(ARGS)
 
 lint: $(DEV_DEPS)
-	$(VENV)/bin/ruff check api worker shared ops tests
-	$(VENV)/bin/ruff format --check api worker shared ops tests
+	$(VENV)/bin/ruff check api worker shared ops tests bench
+	$(VENV)/bin/ruff format --check api worker shared ops tests bench
 
 typecheck: $(DEV_DEPS)
-	$(VENV)/bin/mypy api worker shared ops
+	$(VENV)/bin/mypy api worker shared ops bench
 
 # Headless Chromium (Debian's /usr/bin/chromium) for the dashboard's browser test. Where it
 # cannot be installed the test skips, or fails under CI=true; the stamp waits for a success.

@@ -40,6 +40,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -802,6 +803,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tokens", type=int, default=50, help="upstream tokens per answer")
     p.add_argument("--log-level", default="INFO", help="RESQ_LOG_LEVEL of API and workers")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, db)")
+    p.add_argument("--results", type=Path, default=RESULTS, help="where the JSON report goes")
     args = p.parse_args(argv)
     args.only = {x.strip() for x in args.only.split(",") if x.strip()}
     if args.only - set(SCENARIOS):
@@ -854,9 +856,9 @@ def _finish(
     failed = bool(report["problems"])
     if failed and stack is not None and not interrupted:
         report["log_tails"] = stack.tails()
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"run-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    args.results.mkdir(parents=True, exist_ok=True)
+    out = args.results / f"run-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print("\nAll figures:", flush=True)
     print_rows(report["rows"], header=True)
     print(f"results: {out}", flush=True)

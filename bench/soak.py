@@ -53,8 +53,8 @@ from typing import IO, Any
 
 import redis
 
-from bench.streams import HOST, RESULTS, TERMINAL, _body_chunks, _children, _request
-from bench.streams import http_json as _http_json
+from bench.stack import HOST, RESULTS, TERMINAL, _body_chunks, _children, _request
+from bench.stack import http_json as _http_json
 from ops.embedded_redis import EmbeddedRedis, free_port
 from ops.launcher import (
     api_command,

@@ -1,0 +1,50 @@
+"""bench/ must not rot: every entry point imports, and a quick sync run goes through.
+
+Correctness only: the run must complete every request it sends and write its report; no
+figure is asserted (performance is measured in bench/, never in timed tests).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ENTRY_POINTS = (
+    "bench.profile",
+    "bench.run",
+    "bench.soak",
+    "bench.stack",
+    "bench.streams",
+    "bench.upstream",
+)
+
+
+@pytest.mark.parametrize("module", ENTRY_POINTS)
+def test_every_bench_module_imports(module: str) -> None:
+    importlib.import_module(module)
+
+
+@pytest.mark.timeout(300)
+def test_a_quick_sync_run_completes(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--only", "sync"]
+        + ["--log-level", "WARNING", "--results", str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (report_file,) = tmp_path.glob("run-*.json")
+    report = json.loads(report_file.read_text())
+    assert report["problems"] == []
+    rows = {(r["scenario"], r["metric"]): r for r in report["rows"]}
+    assert ("sync", "req/s at c=32") in rows and ("sync", "latency p50 ms") in rows
+    for row in rows.values():
+        assert row["resq"] is not None and row["resq"] >= 0, row
