@@ -120,6 +120,7 @@ def _finish(
         status=outcome.status,
         now=int(deps.clock()),
         output=state.output,
+        saved=publisher.saved,
         error=outcome.error,
         incomplete_details=outcome.incomplete_details,
         usage=usage_object(

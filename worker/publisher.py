@@ -4,8 +4,10 @@ saved to the store once its ``output_item.done`` is out (so a run that dies late
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from shared import lifecycle
 from shared.bus import Emitter, EventBus
@@ -33,6 +35,9 @@ class Publisher:
         self.output_out = last is not None and last.type not in OPENING_TYPES
         self.emitter = Emitter(bus, response_id, start=last.sequence_number + 1 if last else 0)
         self.pending: list[StreamEvent] = []  # produced, not yet published
+        # Output items saved to the store as they finished, as saved: the run's end writes
+        # only what differs (``Store.finish``'s ``saved``).
+        self.saved: dict[int, dict[str, Any]] = {}
         self.last_flush = 0.0
 
     def open(self, row: ResponseRow) -> None:
@@ -68,6 +73,7 @@ class Publisher:
                 self.store.save_output_item(
                     response_id=self.response_id, position=event.output_index, item=event.item
                 )
+                self.saved[event.output_index] = copy.deepcopy(event.item)
         self.last_flush = time.monotonic()
 
     def close(self, events: Sequence[StreamEvent]) -> None:

@@ -3,11 +3,11 @@ paging the input items, and writing output items as a run produces them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from sqlalchemy import literal
-from sqlmodel import Session, col, delete, select
+from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from shared.errors import InvalidRequest
@@ -126,7 +126,8 @@ class ItemStore(Queries):
         """Insert or replace the output item at ``position`` (no-op once the response is
         deleted)."""
         with self.session() as s:
-            if s.get(ResponseRow, response_id) is None:
+            exists = select(ResponseRow.id).where(col(ResponseRow.id) == response_id)
+            if s.exec(exists).first() is None:
                 return
             replace_outputs(s, response_id, {position: item})
             s.commit()
@@ -163,13 +164,34 @@ def item_rows(response_id: str, kind: str, items: Iterable[dict[str, Any]]) -> l
 
 
 def replace_outputs(
-    s: Session, response_id: str, items: dict[int, dict[str, Any]], truncate: bool = False
+    s: Session,
+    response_id: str,
+    items: dict[int, dict[str, Any]],
+    truncate: bool = False,
+    keep: Collection[int] = (),
 ) -> None:
     """In the caller's transaction: put each item at its position among the output items
-    (``truncate``: every earlier output item goes first)."""
-    where = [col(ItemRow.response_id) == response_id, col(ItemRow.kind) == OUTPUT]
+    (``truncate``: every other output item goes first, except those at ``keep``). Core
+    statements, not the ORM's unit of work: this runs for every finished item of every run
+    (``bench.profile``)."""
+    table = ItemRow.__table__  # type: ignore[attr-defined]
+    where = [table.c.response_id == response_id, table.c.kind == OUTPUT]
     if truncate:
-        s.execute(delete(ItemRow).where(*where))
+        s.execute(table.delete().where(*where, table.c.position.not_in(list(keep))))
     elif items:
-        s.execute(delete(ItemRow).where(*where, col(ItemRow.position).in_(list(items))))
-    s.add_all(_item_row(response_id, OUTPUT, pos, item) for pos, item in items.items())
+        s.execute(table.delete().where(*where, table.c.position.in_(list(items))))
+    if items:
+        s.execute(
+            table.insert(),
+            [
+                {
+                    "response_id": response_id,
+                    "kind": OUTPUT,
+                    "position": position,
+                    "item_id": item["id"],
+                    "type": item["type"],
+                    "data": item,
+                }
+                for position, item in items.items()
+            ],
+        )

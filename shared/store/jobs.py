@@ -8,7 +8,7 @@ writers racing (a worker finishing, an API cancelling, a reaper re-queueing) exa
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import update
@@ -74,6 +74,7 @@ class JobStore(Queries):
         status: Status,
         now: int,
         output: list[dict[str, Any]],
+        saved: Mapping[int, dict[str, Any]] | None = None,
         error: dict[str, Any] | None = None,
         incomplete_details: dict[str, Any] | None = None,
         usage: dict[str, Any] | None = None,
@@ -84,6 +85,8 @@ class JobStore(Queries):
         """Write the outcome of a run. The output is always kept; the status only changes
         from one of ``from_statuses`` (a cancel that landed first is never overwritten).
         Returns the row as stored afterwards, or None if the response was deleted.
+        ``saved``: output items already stored as they are (``save_output_item``), by
+        position; those are not written again.
 
         In the same transaction: a status change of a background response writes its
         webhook event (the outbox); a response that ends ``completed`` or ``incomplete`` in
@@ -109,7 +112,11 @@ class JobStore(Queries):
                 return None
             stored = found.store
             if stored:
-                replace_outputs(s, response_id, dict(enumerate(output)), truncate=True)
+                kept = {
+                    i for i, item in (saved or {}).items() if i < len(output) and output[i] == item
+                }
+                changed_items = {i: item for i, item in enumerate(output) if i not in kept}
+                replace_outputs(s, response_id, changed_items, truncate=True, keep=kept)
             row, changed = _write_outcome(s, response_id, values, from_statuses)
             deliveries = _announce_end(s, row, output, now) if changed else []
             if not stored:

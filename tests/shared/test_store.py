@@ -10,7 +10,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from openai.types.responses import Response
-from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy import Engine, event, inspect, select, text
 from sqlmodel import SQLModel
 
 from shared.errors import InvalidRequest
@@ -444,6 +444,35 @@ def test_finish_replaces_all_earlier_output_items(store):
 
     assert store.items(response_id="resp_1", kind=OUTPUT) == final
     assert store.find_item(tenant="tenant-a", item_id="msg_2") is None
+
+
+def test_finish_writes_only_the_items_that_differ_from_what_was_saved(store, engine):
+    create(store, "resp_1")
+    store.claim(response_id="resp_1", now=T0 + 1)
+    saved = {i: output_message(f"msg_{i}", "done") for i in range(3)}
+    for position, item in saved.items():
+        store.save_output_item(response_id="resp_1", position=position, item=item)
+    # Item 0 as saved, item 1 changed since, item 2 gone, item 3 new.
+    final = [saved[0], output_message("msg_1", "changed"), output_message("msg_3", "new")]
+    written: list[str] = []
+
+    def record(_conn, _cursor, statement, parameters, _context, executemany):
+        if statement.startswith("INSERT INTO response_items"):
+            rows = parameters if executemany else [parameters]
+            written.extend(repr(row) for row in rows)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        store.finish(
+            response_id="resp_1", status=Status.COMPLETED, now=T0 + 2, output=final, saved=saved
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+    assert store.items(response_id="resp_1", kind=OUTPUT) == final
+    assert store.find_item(tenant="tenant-a", item_id="msg_2") is None
+    assert len(written) == 2  # items 1 and 3; item 0 was not written again
+    assert not any("msg_0" in row for row in written)
 
 
 def test_finish_keeps_a_cancel_that_landed_first_but_stores_the_output(store):
