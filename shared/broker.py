@@ -1,5 +1,5 @@
-"""kombu's Redis transport with acks (and restores) that survive a broker outage (and a
-cheaper client).
+"""kombu's Redis transport with acks (and restores) that survive a broker outage, a consumer
+that takes the next message as soon as a slot frees (and a cheaper client).
 
 With late acks, a job's message is acknowledged when the job ends. kombu's Redis QoS removes
 the message from Redis first and only then frees the local prefetch slot; when Redis is down at
@@ -11,13 +11,21 @@ Here the local slot is always freed, and a removal that failed is kept and retri
 ack and on the consumer's periodic restore pass. A removal that is never retried (the worker
 dies first) leaves the message in Redis's unacked set, which kombu re-queues after the
 visibility timeout; resq's claim then sees a finished response and does nothing.
+
+A worker whose every slot is busy stops asking Redis for messages (no BRPOP) and waits on its
+other sockets. Celery's loop for the gevent pool waits up to 2 s at a time, and a job that ends
+does not wake it: a full worker left a freed slot idle for up to 2 s while jobs sat queued (one
+slot in four lost for a 3 s job in the Redis-outage drill, and a burst drained in steps of
+2 s). Here an ack that frees the first slot of a full channel writes a byte to a pipe the
+poller also waits on, so the loop goes round at once and asks for the next message.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import redis
@@ -42,8 +50,16 @@ class QoS(kombu_redis.QoS):
 
     def ack(self, delivery_tag: str) -> None:
         self.pending_removals.add(delivery_tag)
-        virtual.QoS.ack(self, delivery_tag)  # the local slot, whatever Redis says
+        self._free_slot(delivery_tag)  # the local slot, whatever Redis says
         self.flush_removals()
+
+    def _free_slot(self, delivery_tag: str) -> None:
+        """Give the message's prefetch slot back; if the channel was full, wake its poller."""
+        was_full = not self.can_consume()
+        virtual.QoS.ack(self, delivery_tag)
+        transport = self.channel.connection
+        if was_full and transport is not None:
+            transport.cycle.wake()
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
         if not requeue:
@@ -55,7 +71,7 @@ class QoS(kombu_redis.QoS):
             # Still in Redis's unacked set: put back once Redis answers.
             log.warning("could not requeue %s now (%s); will retry", delivery_tag, exc)
             _unrestored.add(delivery_tag)
-        virtual.QoS.ack(self, delivery_tag)
+        self._free_slot(delivery_tag)
 
     def flush_removals(self) -> None:
         """Remove acknowledged messages from Redis's unacked set; keep them if Redis is away."""
@@ -121,8 +137,55 @@ class Channel(kombu_redis.Channel):
         yield shared
 
 
+class Poller(kombu_redis.MultiChannelPoller):
+    """kombu's poller, plus a pipe that ``wake`` writes to: a blocking ``get`` (the loop Celery
+    runs for the gevent pool) returns at once, and the next ``get`` sends BRPOP again if a slot
+    is free. The pipe is made by the first ``get``, so a publisher-only connection has none."""
+
+    _wake_fds: tuple[int, int] | None = None
+    _registered_in: Any = None
+
+    def get(self, callback: Any, timeout: float | None = None) -> Any:
+        if self._wake_fds is None:
+            read_fd, write_fd = os.pipe()
+            os.set_blocking(read_fd, False)
+            os.set_blocking(write_fd, False)
+            self._wake_fds = (read_fd, write_fd)
+        if self._registered_in is not self.poller:
+            self.poller.register(self._wake_fds[0], kombu_redis.READ)
+            self._registered_in = self.poller
+        return super().get(callback, timeout)
+
+    def wake(self) -> None:
+        if self._wake_fds is not None:
+            with suppress(BlockingIOError):  # the pipe is full: a wake is pending anyway
+                os.write(self._wake_fds[1], b"w")
+
+    def handle_event(self, fileno: int, event: int) -> Any:
+        if self._wake_fds is not None and fileno == self._wake_fds[0]:
+            with suppress(BlockingIOError):  # emptied
+                while os.read(fileno, 4096):
+                    pass
+            return None
+        return super().handle_event(fileno, event)
+
+    def close(self) -> None:
+        super().close()
+        if self._wake_fds is not None:
+            with suppress(KeyError, ValueError, OSError):
+                self.poller.unregister(self._wake_fds[0])
+            for fd in self._wake_fds:
+                os.close(fd)
+            self._wake_fds = None
+            self._registered_in = None
+
+
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cycle = Poller()  # type: ignore[assignment]  # kombu's redis transport does the same
 
 
 TRANSPORT = f"{__name__}:Transport"

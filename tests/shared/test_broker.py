@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,3 +94,42 @@ def test_one_redis_client_per_pool_is_reused(server: EmbeddedRedis) -> None:
         with channel.conn_or_acquire(given) as passed:
             assert passed is given
         given.close()
+
+
+def drain_while_acking(connection: Connection, *, timeout: float) -> list[int]:
+    """Two messages, one prefetch slot: hold the first, ack it from another thread while the
+    consumer waits in ``drain_events``; what that one call delivered."""
+    got: list[Message] = []
+    queue = connection.SimpleQueue("jobs")
+    queue.put({"n": 0})
+    queue.put({"n": 1})
+    channel = connection.channel()
+    channel.basic_qos(0, 1, False)
+    consumer = connection.Consumer(queue.queue, channel=channel, callbacks=[])
+    consumer.register_callback(lambda body, message: got.append(message))
+    with consumer:
+        connection.drain_events(timeout=5)
+        assert [m.payload["n"] for m in got] == [0]
+        assert not channel.qos.can_consume()
+        acker = threading.Timer(0.2, got[0].ack)
+        acker.start()
+        with contextlib.suppress(TimeoutError):  # socket.timeout is TimeoutError
+            connection.drain_events(timeout=timeout)
+        acker.join()
+    queue.close()
+    return [m.payload["n"] for m in got]
+
+
+def test_a_freed_slot_wakes_the_waiting_consumer(server: EmbeddedRedis) -> None:
+    # The one drain_events call that was waiting when the slot freed delivers the next
+    # message; it does not sit out its timeout (Celery's loop for the gevent pool waits 2 s).
+    with Connection(server.url, transport=broker.TRANSPORT) as connection:
+        assert drain_while_acking(connection, timeout=30) == [0, 1]
+
+
+def test_stock_kombu_waits_out_the_timeout_which_is_why_the_poller_wakes(
+    server: EmbeddedRedis,
+) -> None:
+    # If this starts failing, kombu wakes its own poller and broker.Poller can go.
+    with Connection(server.url, transport="redis") as connection:
+        assert drain_while_acking(connection, timeout=1.0) == [0]
