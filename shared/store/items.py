@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from sqlalchemy import literal
+from sqlalchemy import Connection, bindparam, literal
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
@@ -14,6 +14,20 @@ from shared.errors import InvalidRequest
 from shared.store.engine import Queries
 from shared.store.paging import Page
 from shared.store.tables import INPUT, OUTPUT, ItemRow, ResponseRow
+
+# Output item writes, built once (they run for every finished item of every run: Core
+# statements on the tables, not the ORM's unit of work; ``bench.profile``).
+_ITEMS = ItemRow.__table__  # type: ignore[attr-defined]
+_RESPONSES = ResponseRow.__table__  # type: ignore[attr-defined]
+_RESPONSE_EXISTS = select(_RESPONSES.c.id).where(_RESPONSES.c.id == bindparam("response_id"))
+_OUTPUTS_OF = (_ITEMS.c.response_id == bindparam("response_id"), _ITEMS.c.kind == OUTPUT)
+_DELETE_OUTPUTS_AT = _ITEMS.delete().where(
+    *_OUTPUTS_OF, _ITEMS.c.position.in_(bindparam("positions", expanding=True))
+)
+_DELETE_OUTPUTS_EXCEPT = _ITEMS.delete().where(
+    *_OUTPUTS_OF, _ITEMS.c.position.not_in(bindparam("keep", expanding=True))
+)
+_INSERT_ITEMS = _ITEMS.insert()
 
 
 class ChainBroken(Exception):
@@ -125,12 +139,10 @@ class ItemStore(Queries):
     def save_output_item(self, *, response_id: str, position: int, item: dict[str, Any]) -> None:
         """Insert or replace the output item at ``position`` (no-op once the response is
         deleted)."""
-        with self.session() as s:
-            exists = select(ResponseRow.id).where(col(ResponseRow.id) == response_id)
-            if s.exec(exists).first() is None:
+        with self.engine.begin() as conn:
+            if conn.execute(_RESPONSE_EXISTS, {"response_id": response_id}).first() is None:
                 return
-            replace_outputs(s, response_id, {position: item})
-            s.commit()
+            replace_outputs(conn, response_id, {position: item})
 
 
 def _input_anchor(
@@ -164,25 +176,21 @@ def item_rows(response_id: str, kind: str, items: Iterable[dict[str, Any]]) -> l
 
 
 def replace_outputs(
-    s: Session,
+    conn: Connection,
     response_id: str,
     items: dict[int, dict[str, Any]],
     truncate: bool = False,
     keep: Collection[int] = (),
 ) -> None:
     """In the caller's transaction: put each item at its position among the output items
-    (``truncate``: every other output item goes first, except those at ``keep``). Core
-    statements, not the ORM's unit of work: this runs for every finished item of every run
-    (``bench.profile``)."""
-    table = ItemRow.__table__  # type: ignore[attr-defined]
-    where = [table.c.response_id == response_id, table.c.kind == OUTPUT]
+    (``truncate``: every other output item goes first, except those at ``keep``)."""
     if truncate:
-        s.execute(table.delete().where(*where, table.c.position.not_in(list(keep))))
+        conn.execute(_DELETE_OUTPUTS_EXCEPT, {"response_id": response_id, "keep": list(keep)})
     elif items:
-        s.execute(table.delete().where(*where, table.c.position.in_(list(items))))
+        conn.execute(_DELETE_OUTPUTS_AT, {"response_id": response_id, "positions": list(items)})
     if items:
-        s.execute(
-            table.insert(),
+        conn.execute(
+            _INSERT_ITEMS,
             [
                 {
                     "response_id": response_id,

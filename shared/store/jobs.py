@@ -140,7 +140,9 @@ class JobStore(Queries):
                     i for i, item in (saved or {}).items() if i < len(output) and output[i] == item
                 }
                 changed_items = {i: item for i, item in enumerate(output) if i not in kept}
-                replace_outputs(s, response_id, changed_items, truncate=True, keep=kept)
+                replace_outputs(
+                    s.connection(), response_id, changed_items, truncate=True, keep=kept
+                )
             row, changed = _write_outcome(s, response_id, values, from_statuses)
             deliveries = _announce_end(s, row, output, now) if changed else []
             if not stored:
