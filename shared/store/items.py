@@ -15,8 +15,8 @@ from shared.store.engine import Queries
 from shared.store.paging import Page
 from shared.store.tables import INPUT, OUTPUT, ItemRow, ResponseRow
 
-# Output item writes, built once (they run for every finished item of every run: Core
-# statements on the tables, not the ORM's unit of work; ``bench.profile``).
+# The statements every run uses, built once: Core on the tables, not the ORM (its unit of
+# work and statement building were a large part of a worker's CPU per job; ``bench.profile``).
 _ITEMS = ItemRow.__table__  # type: ignore[attr-defined]
 _RESPONSES = ResponseRow.__table__  # type: ignore[attr-defined]
 _RESPONSE_EXISTS = select(_RESPONSES.c.id).where(_RESPONSES.c.id == bindparam("response_id"))
@@ -28,6 +28,11 @@ _DELETE_OUTPUTS_EXCEPT = _ITEMS.delete().where(
     *_OUTPUTS_OF, _ITEMS.c.position.not_in(bindparam("keep", expanding=True))
 )
 _INSERT_ITEMS = _ITEMS.insert()
+_ITEMS_OF = (
+    select(_ITEMS.c.data)
+    .where(_ITEMS.c.response_id == bindparam("response_id"), _ITEMS.c.kind == bindparam("kind"))
+    .order_by(_ITEMS.c.position)
+)
 
 
 class ChainBroken(Exception):
@@ -42,13 +47,10 @@ class ItemStore(Queries):
     """A response's input and output items (``ItemRow``), by position."""
 
     def items(self, *, response_id: str, kind: str) -> list[dict[str, Any]]:
-        with self.session() as s:
-            rows = s.exec(
-                select(ItemRow)
-                .where(ItemRow.response_id == response_id, ItemRow.kind == kind)
-                .order_by(col(ItemRow.position))
-            ).all()
-        return [r.data for r in rows]
+        """A response's input or output items, in order (every run reads its input)."""
+        with self.engine.connect() as conn:
+            found = conn.execute(_ITEMS_OF, {"response_id": response_id, "kind": kind})
+            return [data for (data,) in found]
 
     def find_item(self, *, tenant: str, item_id: str) -> dict[str, Any] | None:
         """The newest stored item with this id among the tenant's responses."""
