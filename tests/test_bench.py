@@ -20,6 +20,7 @@ ENTRY_POINTS = (
     "bench.run",
     "bench.soak",
     "bench.stack",
+    "bench.store_ops",
     "bench.streams",
     "bench.upstream",
 )
