@@ -198,14 +198,14 @@ class Stack:
         name = f"soak-{self.serial}@%h"
         path = self.root / f"worker-soak-{self.serial}.log"
         log = path.open("wb")
-        # A session of its own, so a kill takes the whole group at once (the main process
-        # and anything it forked, e.g. an embedded beat if worker_command ever adds one).
+        # A process group of its own (``spawn``), so a kill takes the whole group at once (the
+        # main process and anything it forked). Not also a new session: setsid() then
+        # setpgid() is refused (EPERM), which stopped the soak before its first worker.
         process = spawn(
             worker_command(self.settings, name=name),
             self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
         worker = WorkerProc(name, process, path, time.time(), log)
         self.workers[name] = worker
