@@ -24,10 +24,10 @@ Then:
   sample of completed jobs, that the event log (``GET ?stream=true`` and the Redis stream
   itself) has gap-free sequence numbers from 0 and exactly one terminal event, last.
 
-Prints a summary and writes ``bench/results/soak-<timestamp>.json``; on any problem the temp
-dir (logs, database, Redis data) is kept and its path printed. Exit status: 0 all good, 1 a
-check failed (or lost > 0), 130 interrupted. Everything it starts is stopped on exit, Ctrl-C,
-SIGTERM or an error.
+Prints a summary and writes ``bench/results/soak-<timestamp>.json`` (``--results DIR``); on
+any problem the temp dir (logs, database, Redis data) is kept and its path printed. Exit
+status: 0 all good, 1 a check failed (or lost > 0), 130 interrupted. Everything it starts is
+stopped on exit, Ctrl-C, SIGTERM or an error.
 """
 
 from __future__ import annotations
@@ -954,6 +954,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--progress-every", type=float, default=5)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--keep", action="store_true", help="keep the temp dir even if all is well")
+    p.add_argument("--results", type=Path, default=RESULTS, help="where the JSON report goes")
     args = p.parse_args(argv)
     if args.seed is None:
         args.seed = random.randrange(1 << 30)
@@ -1013,8 +1014,8 @@ def main(argv: list[str] | None = None) -> int:
             stack.stop()
         report["meta"]["run_time_s"] = round(time.time() - started, 1)
         report["meta"]["loadavg_at_end"] = os.getloadavg()
-        RESULTS.mkdir(exist_ok=True)
-        out = RESULTS / f"soak-{time.strftime('%Y%m%dT%H%M%S')}.json"
+        args.results.mkdir(parents=True, exist_ok=True)
+        out = args.results / f"soak-{time.strftime('%Y%m%dT%H%M%S')}.json"
         out.write_text(json.dumps(report, indent=2, default=str) + "\n")
         print(f"results: {out}  (run time {report['meta']['run_time_s']} s)", flush=True)
         if failed:

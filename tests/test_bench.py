@@ -49,3 +49,24 @@ def test_a_quick_sync_run_completes(tmp_path: Path) -> None:
     assert ("sync", "req/s at c=32") in rows and ("sync", "latency p50 ms") in rows
     for row in rows.values():
         assert row["resq"] is not None and row["resq"] >= 0, row
+
+
+@pytest.mark.timeout(300)
+def test_a_small_soak_runs_and_loses_nothing(tmp_path: Path) -> None:
+    # A worker of two killed every 2 s while 12 jobs go in: the soak's own checks (nothing
+    # lost, logs gap-free, kills left no survivor) must all pass.
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.soak", "--jobs", "12", "--rate", "3", "--workers", "2"]
+        + ["--kill-every", "2", "--sample", "3", "--probe", "1", "--probe-seconds", "2"]
+        + ["--results", str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (report_file,) = tmp_path.glob("soak-*.json")
+    report = json.loads(report_file.read_text())
+    assert report["problems"] == []
+    numbers = report["numbers"]
+    assert numbers["lost"] == 0 and numbers["kills"] >= 1 and numbers["accepted"] == 12
