@@ -2,22 +2,27 @@
 
 Starts resq in its production shape (``bench.stack.Stack``: private Redis, migrated SQLite or a
 throwaway Postgres database, the fake upstream, ONE API process, ``--workers`` Celery workers),
-measures the idle memory of the stack, then runs these scenarios, each also against the fake
-upstream called directly (the floor), so resq's figure is reported as added time and as a
-ratio to the floor (upstream 0 ms per token and ``--tokens`` tokens unless said):
+measures the idle memory of the stack, then runs these scenarios, each but ``launcher`` also
+against the fake upstream called directly (the floor), so resq's figure is reported as added
+time and as a ratio to the floor (upstream 0 ms per token and ``--tokens`` tokens unless said):
 
+- ``launcher``: ``make run``'s whole tree (``python -m ops.launcher``: launcher, Redis, API,
+  worker, beat) started in the temp dir on its own port; VmRSS summed over all of it once it is
+  ready and has been idle a few seconds; then stopped.
 - ``sync``: non-stream create; sequential latency p50/p99, then requests/s at c=32 for a while.
   Floor: non-stream chat completion.
 - ``stream``: ``stream: true`` create; sequential time to the first
   ``response.output_text.delta``, then events/s at c=32. Floor: a chat stream, to its first
   content chunk.
-- ``submit``: ``background: true`` creates at c=32 with the workers running: accepted/s and
-  latency; then waits for the workers to finish them. Floor: non-stream chat at c=32.
+- ``submit``: ``background: true`` creates at c=32 with the workers running: accepted/s,
+  latency and the API's CPU per create; then waits for the workers to finish them. Floor:
+  non-stream chat at c=32.
 - ``drain``: workers stopped, jobs queued, workers started: completed jobs/s per worker
-  process, from the store's counts. Floor: the same number of chat streams at c=32.
+  process, from the store's counts, and the workers' CPU per job over the same window. Floor:
+  the same number of chat streams at c=32.
 - ``fanout``: ``background: true, stream: true`` creates all at once, 50 tokens x 20 ms
-  (ideal 1 s): completions, wall time, errors, peak RSS, API memory per open stream. Floor:
-  as many concurrent chat streams.
+  (ideal 1 s): completions, wall time, time to each stream's first text delta, errors, peak
+  RSS, API memory per open stream. Floor: as many concurrent chat streams.
 
 Prints a table and writes ``bench/results/run-<timestamp>.json``. Everything it starts is
 stopped on exit, Ctrl-C or error (the Postgres database is dropped); each scenario is bounded
@@ -52,6 +57,7 @@ from bench.stack import (
     RESULTS,
     Connection,
     EventParser,
+    Launched,
     Sampler,
     Stack,
     StreamResult,
@@ -63,10 +69,12 @@ from bench.stack import (
 )
 from shared.settings import Settings
 
-SCENARIOS = ("sync", "stream", "submit", "drain", "fanout")
+SCENARIOS = ("launcher", "sync", "stream", "submit", "drain", "fanout")
 MODEL = "bench-up"
 CONCURRENCY = 32
 FANOUT_TOKENS, FANOUT_DELAY_MS = 50, 20.0
+FANOUT_WALL_S, FANOUT_AT = 3.0, 1000  # issue 17: 1000 streams at once end within 3 s
+LAUNCHER_IDLE_S = 5.0  # how long ``make run``'s tree sits idle, once ready, before it is measured
 POLL_S = 0.1
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
@@ -431,9 +439,9 @@ async def scenario_sync(b: Bench) -> Outcome:
         row("sync", "latency p50 ms", _ms_at(seq_resq, 0.5), _ms_at(seq_floor, 0.5),
             time_like=True, target=("added", "<=", 5)),
         row("sync", "latency p99 ms", _ms_at(seq_resq, 0.99), _ms_at(seq_floor, 0.99),
-            time_like=True, target=("added", "<=", 15)),
+            time_like=True, target=("added", "<=", 12)),
         row("sync", "req/s at c=32", load_resq.per_s, load_floor.per_s,
-            time_like=False, target=("resq", ">=", 500)),
+            time_like=False, target=("resq", ">=", 250)),
         row("sync", "latency p99 ms at c=32", _ms_at(load_resq, 0.99), _ms_at(load_floor, 0.99),
             time_like=True),
     ]  # fmt: skip
@@ -458,7 +466,7 @@ async def scenario_stream(b: Bench) -> Outcome:
     floor_eps = load_floor.events / load_floor.wall_s
     rows = [
         row("stream", "TTFT p50 ms", _ms_at(seq_resq, 0.5), _ms_at(seq_floor, 0.5),
-            time_like=True, target=("added", "<=", 2)),
+            time_like=True, target=("added", "<=", 4)),
         row("stream", "TTFT p99 ms", _ms_at(seq_resq, 0.99), _ms_at(seq_floor, 0.99),
             time_like=True, target=("added", "<=", 10)),
         row("stream", "events/s at c=32", resq_eps, floor_eps, time_like=False),
@@ -483,24 +491,32 @@ async def scenario_submit(b: Bench) -> Outcome:
     backlog_s = await b.wait_idle()  # before the floor runs, so it runs on a quiet machine
     load_floor = await closed_loop(b.stack.upstream_port, floor, CHAT, count=b.sizes.submit)
     counts = b.store.counts()
+    api_ms = _ms_per(cpu_submit["api"], load_resq.ok)
     rows = [
         row("submit", "accepted/s at c=32", load_resq.per_s, load_floor.per_s,
             time_like=False, target=("resq", ">=", 1000)),
         row("submit", "latency p50 ms at c=32", _ms_at(load_resq, 0.5), _ms_at(load_floor, 0.5),
             time_like=True),
         row("submit", "latency p99 ms at c=32", _ms_at(load_resq, 0.99), _ms_at(load_floor, 0.99),
-            time_like=True, target=("resq", "<=", 20)),
+            time_like=True, target=("resq", "<=", 50)),
+        row("submit", "API CPU ms per create", api_ms, None,
+            time_like=False, target=("resq", "<=", 1.5)),
     ]  # fmt: skip
     details = {
         "resq": load_resq.summary(),
         "floor": load_floor.summary(),
         "resq_cpu_s_while_submitting": cpu_submit,
+        "api_cpu_ms_per_create": _round(api_ms),
         "workers_done_with_the_jobs_after_s": backlog_s,
         "store_counts_after": counts,
     }
     problems = _failures("submit", resq=load_resq, floor=load_floor)
     problems += _not_all_completed("submit", counts)
     return Outcome(details, rows, problems)
+
+
+def _ms_per(cpu_s: float, n: int) -> float | None:
+    return cpu_s * 1000 / n if n else None
 
 
 def _not_all_completed(scenario: str, counts: dict[str, int]) -> list[str]:
@@ -510,20 +526,25 @@ def _not_all_completed(scenario: str, counts: dict[str, int]) -> list[str]:
 
 async def _follow_drain(b: Bench, base: int, total: int) -> dict[str, Any]:
     """Poll the store until ``total`` more responses are terminal; when the first and the last
-    were seen, and how many were done at the first sighting."""
+    were seen, how many were done at the first sighting, and the workers' CPU seconds then."""
     start = time.perf_counter()
-    first: tuple[float, int] | None = None
+    first: tuple[float, int, float] | None = None
     while True:
         counts = b.store.counts()
         done = sum(counts.values()) - _unfinished(counts) - base
         now = time.perf_counter()
         if first is None and done > 0:
-            first = (now, done)
+            first = (now, done, b.sampler.cpu_s("worker"))
         if done >= total:
             break
         await asyncio.sleep(POLL_S)
     assert first is not None
-    return {"first_s": first[0] - start, "done_at_first": first[1], "last_s": now - start}
+    return {
+        "first_s": first[0] - start,
+        "done_at_first": first[1],
+        "last_s": now - start,
+        "worker_cpu_s": b.sampler.cpu_s("worker") - first[2],
+    }
 
 
 async def scenario_drain(b: Bench) -> Outcome:
@@ -541,15 +562,20 @@ async def scenario_drain(b: Bench) -> Outcome:
     seen = await _follow_drain(b, base, _unfinished(counts))
     cpu_used = cpu.used()
     window = seen["last_s"] - seen["first_s"]
-    rate = (_unfinished(counts) - seen["done_at_first"]) / window if window > 0 else None
+    jobs = _unfinished(counts) - seen["done_at_first"]  # finished between first and last sight
+    rate = jobs / window if window > 0 else None
     per_worker = None if rate is None else rate / b.stack.workers
+    cpu_ms = _ms_per(seen["worker_cpu_s"], jobs)
     floor = await closed_loop(
         b.stack.upstream_port, b.floor(stream=True), CHAT_STREAM_DONE, count=b.sizes.drain
     )
     after = b.store.counts()
     rows = [
-        row("drain", "jobs/s per worker process", per_worker, floor.per_s, time_like=False),
-    ]
+        row("drain", "jobs/s per worker process", per_worker, floor.per_s, time_like=False,
+            target=("resq", ">=", 250)),
+        row("drain", "worker CPU ms per job", cpu_ms, None, time_like=False,
+            target=("resq", "<=", 5)),
+    ]  # fmt: skip
     details = {
         "queued": _unfinished(counts),
         "submit": submit.summary(),
@@ -559,6 +585,10 @@ async def scenario_drain(b: Bench) -> Outcome:
         "jobs_per_s_total": _round(rate),
         "jobs_per_s_per_worker": _round(per_worker),
         "worker_peak_rss_mib": round(b.sampler.peak["worker"] / 1024, 1),
+        "worker_cpu_ms_per_job": _round(cpu_ms),
+        "worker_cpu_ms_per_job_with_start_up": _round(
+            _ms_per(cpu_used["worker"], _unfinished(counts))
+        ),
         "cpu_s_while_draining": cpu_used,
         "floor": floor.summary(),
         "store_counts_after": after,
@@ -620,11 +650,16 @@ async def scenario_fanout(b: Bench) -> Outcome:
     floor_ok = [r for r in floor if _stream_ok(r, chat=True)]
     kib_per_stream = (peak["api"] - api_before) / max(streams.peak, 1)
     ideal = FANOUT_TOKENS * FANOUT_DELAY_MS / 1000
+    firsts, floor_firsts = _first_deltas(ok), _first_deltas(floor_ok)
     rows = [
         row("fanout", f"completed of {n}", len(ok), len(floor_ok), time_like=False,
             target=("resq", ">=", n)),
         row("fanout", f"wall s (ideal {ideal:g})", wall, floor_wall, time_like=True,
-            target=("resq", "<=", 2)),
+            target=("resq", "<=", _fanout_wall_target(n, ideal))),
+        row("fanout", "first delta p50 s", pct(firsts, 0.5), pct(floor_firsts, 0.5),
+            time_like=True),
+        row("fanout", "first delta p99 s", pct(firsts, 0.99), pct(floor_firsts, 0.99),
+            time_like=True, target=("resq", "<=", 1.5)),
         row("fanout", "errors", n - len(ok), n - len(floor_ok), time_like=False,
             target=("resq", "<=", 0)),
         row("fanout", "API KiB per open stream", kib_per_stream, None, time_like=False,
@@ -642,7 +677,7 @@ async def scenario_fanout(b: Bench) -> Outcome:
         "wall_s": round(wall, 3),
         "peak_open_streams": streams.peak,
         "events": sum(r.events for r in resq),
-        "first_delta_s": _latency_ms([r.first_delta_s for r in ok if r.first_delta_s]),
+        "first_delta_ms": _latency_ms(firsts),
         "error_samples": [_why(r) for r in resq if r not in ok][:10],
         "api_rss_mib": {
             "before": round(api_before / 1024, 1),
@@ -655,12 +690,24 @@ async def scenario_fanout(b: Bench) -> Outcome:
             "completed": len(floor_ok),
             "wall_s": round(floor_wall, 3),
             "peak_open_streams": floor_streams.peak,
+            "first_delta_ms": _latency_ms(floor_firsts),
             "error_samples": [_why(r) for r in floor if r not in floor_ok][:10],
         },
     }
     problems = [f"fanout: {n - len(ok)} of {n} streams failed"] if len(ok) < n else []
     problems += [f"fanout floor: {n - len(floor_ok)} streams failed"] if len(floor_ok) < n else []
     return Outcome(details, rows, problems)
+
+
+def _first_deltas(results: list[StreamResult]) -> list[float]:
+    """Seconds from sending each create to its stream's first text delta."""
+    return [r.first_delta_s for r in results if r.first_delta_s is not None]
+
+
+def _fanout_wall_target(n: int, ideal: float) -> float:
+    """Issue 17's bound for 1000 streams (3 s: 2 s over the ideal), with those 2 s pro rata
+    for another count (``--quick``'s 50: 1.1 s)."""
+    return round(ideal + (FANOUT_WALL_S - ideal) * n / FANOUT_AT, 2)
 
 
 def _default_concurrency(b: Bench) -> int:
@@ -671,7 +718,43 @@ def _why(r: StreamResult) -> str:
     return r.error or r.seq_error or f"ended with {r.terminal} (status {r.final_status})"
 
 
+async def scenario_launcher(b: Bench) -> Outcome:
+    """``make run``'s whole tree, started beside the bench's stack, measured once it is ready
+    and has been idle for ``LAUNCHER_IDLE_S``; stopped before the next scenario."""
+    launched = Launched.start(b.stack.root)
+    try:
+        ready_s = await launched.wait_ready()
+        await asyncio.sleep(LAUNCHER_IDLE_S)
+        processes = launched.rss_kb()
+    finally:
+        launched.stop()
+    total_mb = sum(rss for _, rss, _ in processes.values()) * 1024 / 1e6
+    rows = [row("launcher", "make run tree RSS MB", total_mb, None, time_like=False,
+                target=("resq", "<=", 250))]  # fmt: skip
+    details = {
+        "ready_after_s": round(ready_s, 2),
+        "idle_s": LAUNCHER_IDLE_S,
+        "rss_total_mb": round(total_mb, 1),
+        "pss_total_mb": round(sum(pss for *_, pss in processes.values()) * 1024 / 1e6, 1),
+        "processes": [
+            {
+                "pid": pid,
+                "what": what,
+                "rss_mib": round(rss / 1024, 1),
+                "pss_mib": round(pss / 1024, 1),
+            }
+            for pid, (what, rss, pss) in sorted(processes.items())
+        ],
+    }
+    missing = {"launcher", "redis", "api", "worker", "beat"} - {
+        what for what, *_ in processes.values()
+    }
+    problems = [f"launcher: no {sorted(missing)} process in its tree"] if missing else []
+    return Outcome(details, rows, problems)
+
+
 STEPS: dict[str, Callable[[Bench], Awaitable[Outcome]]] = {
+    "launcher": scenario_launcher,
     "sync": scenario_sync,
     "stream": scenario_stream,
     "submit": scenario_submit,

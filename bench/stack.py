@@ -1,6 +1,6 @@
-"""What the benchmarks share: resq started in its production shape (``Stack``), RSS/CPU from
-/proc (``Sampler``), a raw-socket asyncio HTTP/SSE client (one-shot ``http_json``/``sse`` and
-keep-alive ``Connection``), and percentile helpers.
+"""What the benchmarks share: resq started in its production shape (``Stack``), ``make run``'s
+whole tree (``Launched``), RSS/CPU from /proc (``Sampler``), a raw-socket asyncio HTTP/SSE
+client (one-shot ``http_json``/``sse`` and keep-alive ``Connection``), and percentile helpers.
 
 Everything talks to 127.0.0.1 only; every process ``Stack`` starts, ``Stack.stop`` stops (and
 each one dies with its parent, even on SIGKILL).
@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -25,11 +27,19 @@ from typing import IO, Any
 
 from bench.upstream import start_subprocess
 from ops.embedded_redis import EmbeddedRedis, free_port
-from ops.launcher import api_command, spawn, stop_all, wait_healthy, worker_command
+from ops.launcher import (
+    READY_TIMEOUT_SECONDS,
+    api_command,
+    spawn,
+    stop_all,
+    wait_healthy,
+    worker_command,
+)
 from shared.settings import Settings
 from shared.store import migrate
 
 HOST = "127.0.0.1"
+REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("results")
 TERMINAL = {"response.completed", "response.failed", "response.incomplete"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -523,6 +533,81 @@ class Stack:
         self.redis.stop()
         for log in self.logs:
             log.close()
+
+
+def _label(pid: int) -> str:
+    """What a process of ``make run``'s tree is, from its command line."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return "gone"
+    for marker, label in (("ops.launcher", "launcher"), ("gunicorn", "api"), ("beat", "beat")):
+        if marker in args:
+            return label
+    if "celery" in args:
+        return "worker"
+    name = Path(args[0].split(" ")[0]).name  # redis-server shows "redis-server host:port"
+    return "redis" if name == "redis-server" else name or "?"
+
+
+@dataclass
+class Launched:
+    """``make run``'s whole tree: ``python -m ops.launcher`` (which starts a private Redis, the
+    API, a worker and beat) with resq's defaults, except a free port and its own var dir under
+    ``root``; its output goes to ``root/launcher.log``. ``stop`` leaves nothing of it running."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+    known: dict[int, str] = field(default_factory=dict)  # pid -> what it was
+
+    @classmethod
+    def start(cls, root: Path) -> Launched:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("RESQ_") and k not in {"REDIS_URL", "DATABASE_URL"}
+        }
+        env |= {"RESQ_PORT": str(free_port()), "RESQ_VAR_DIR": str(root / "launcher-var")}
+        log = root / "launcher.log"
+        with log.open("ab") as out:
+            process = spawn(
+                [sys.executable, "-m", "ops.launcher"],
+                env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
+        return cls(process, log)
+
+    async def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS + 5) -> float:
+        """Seconds until the launcher printed its banner (a worker beats, ``/readyz`` is 200);
+        it gives up itself after ``READY_TIMEOUT_SECONDS``."""
+        start = time.perf_counter()
+        while "resq is running at" not in self.log.read_text(errors="replace"):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the launcher exited with {self.process.returncode}")
+            if time.perf_counter() - start > timeout:
+                raise RuntimeError(f"the launcher was not ready within {timeout:g} s")
+            await asyncio.sleep(0.1)
+        return time.perf_counter() - start
+
+    def tree(self) -> list[int]:
+        """The launcher and all its descendants (remembered for ``stop``)."""
+        pids = _children(self.process.pid)
+        self.known |= {pid: _label(pid) for pid in pids if pid not in self.known}
+        return pids
+
+    def rss_kb(self) -> dict[int, tuple[str, int, int]]:
+        """pid -> (what it is, VmRSS kB, PSS kB) for every process of the tree."""
+        return {pid: (_label(pid), _rss_kb(pid), _pss_kb(pid)) for pid in self.tree()}
+
+    def stop(self, timeout: float = 30) -> None:
+        self.tree()
+        stop_all([self.process], timeout=timeout)  # it stops its children in order
+        for pid, what in self.known.items():
+            if pid != self.process.pid and _label(pid) == what:  # a child outlived it
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 async def set_upstream(stack: Stack, tokens: int, delay_ms: float) -> None:
