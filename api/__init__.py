@@ -23,6 +23,7 @@ from api import (
 )
 from api.auth import Authenticator
 from api.deps import Deps
+from api.tail import Tail
 from shared import ids, logs
 from shared.bus import EventBus, make_redis
 from shared.metrics import Gauges, Recorder, ResqCollector
@@ -127,6 +128,7 @@ def _deps(
         settings=settings,
         store=store,
         bus=bus,
+        tail=Tail(bus),
         router=Router.from_file(settings.models_file),
         auth=auth,
         enqueue=send,

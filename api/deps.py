@@ -10,6 +10,7 @@ from celery import Celery
 from flask import current_app
 
 from api.auth import Authenticator
+from api.tail import Tail
 from shared.bus import EventBus
 from shared.metrics import Recorder
 from shared.netpolicy import OutboundPolicy
@@ -24,6 +25,7 @@ class Deps:
     settings: Settings
     store: Store
     bus: EventBus
+    tail: Tail  # follows event logs for streams and waits (one reader per process)
     router: Router
     auth: Authenticator
     enqueue: Callable[[str, str], None]  # (response id, queue)

@@ -70,33 +70,43 @@ def wait_for_end(deps: Deps, row: ResponseRow) -> str:
     deadline = time.monotonic() + deps.settings.sync_timeout_seconds
     after = -1
     next_db_check = time.monotonic() + DB_RECHECK_SECONDS
-    while time.monotonic() < deadline:
-        events = deps.bus.read(row.id, after=after, block_ms=1000)
-        for event in events:
-            after = event.sequence_number
-            if event.terminal:
-                return event.response_json()
-        if time.monotonic() >= next_db_check:
-            next_db_check = time.monotonic() + DB_RECHECK_SECONDS
-            current = deps.store.get_response(response_id=row.id)
-            if current is None:
-                # A store=false response is deleted as it ends: its terminal event, written
-                # just before, may have landed since the read above.
-                for event in deps.bus.read(row.id, after=after):
-                    if event.terminal:
-                        return event.response_json()
-                raise NotFound(
-                    f"Response with id '{row.id}' not found.",
-                    param="response_id",
-                    should_retry=False,
-                )
-            if current.status in TERMINAL_STATUSES and not events:
-                return json.dumps(deps.store.render(current), separators=(",", ":"))
+    with deps.tail.follow(row.id, after=after) as follower:
+        while time.monotonic() < deadline:
+            events = follower.next(1.0)
+            for event in events:
+                after = event.sequence_number
+                if event.terminal:
+                    return event.response_json()
+            if time.monotonic() >= next_db_check:
+                next_db_check = time.monotonic() + DB_RECHECK_SECONDS
+                ended = _ended_in_store(deps, row.id, after, quiet=not events)
+                if ended is not None:
+                    return ended
     raise ServerError(
         f"Response '{row.id}' did not finish within {deps.settings.sync_timeout_seconds:g} s; "
         "it is still running. Poll GET /v1/responses/{id}.",
         should_retry=False,
     )
+
+
+def _ended_in_store(deps: Deps, response_id: str, after: int, *, quiet: bool) -> str | None:
+    """The final Response of a response that ended without (yet) a terminal event seen by
+    the waiter; None while it runs. A response gone from the store raises NotFound."""
+    current = deps.store.get_response(response_id=response_id)
+    if current is None:
+        # A store=false response is deleted as it ends: its terminal event, written just
+        # before, may have landed since the last read.
+        for event in deps.bus.read(response_id, after=after):
+            if event.terminal:
+                return event.response_json()
+        raise NotFound(
+            f"Response with id '{response_id}' not found.",
+            param="response_id",
+            should_retry=False,
+        )
+    if current.status in TERMINAL_STATUSES and quiet:
+        return json.dumps(deps.store.render(current), separators=(",", ":"))
+    return None
 
 
 def cancel(deps: Deps, response_id: str, *, tenant: str) -> dict[str, Any]:
@@ -148,10 +158,9 @@ def _await_worker_stop(deps: Deps, response_id: str) -> None:
         return
     after = last.sequence_number if last else -1
     deadline = time.monotonic() + deps.settings.cancel_wait_seconds
-    while time.monotonic() < deadline:
-        for event in deps.bus.read(response_id, after=after, block_ms=200):
-            after = event.sequence_number
-            if event.terminal:
+    with deps.tail.follow(response_id, after=after) as follower:
+        while (left := deadline - time.monotonic()) > 0:
+            if any(event.terminal for event in follower.next(left)):
                 return
     log.warning(
         "response %s: worker did not confirm the cancel within %.1f s",

@@ -2,8 +2,8 @@
 
 Framing per spec digest §4.1: ``event:`` and ``data:`` lines, one event per write (gunicorn
 flushes each yielded chunk), no ``[DONE]``, ``: keep-alive`` comments on idle streams. The
-relay blocks on the Redis stream in short slices so it notices a client that went away
-within about a second, even when no event is due.
+relay waits for events (from the process's one reader of event logs, ``api.tail``) in short
+slices so it notices a client that went away within about a second, even when no event is due.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from shared.schema.response import TERMINAL_STATUSES
 
 log = logging.getLogger(__name__)
 
-READ_SLICE_MS = 500
+READ_SLICE_SECONDS = 0.5
 KEEPALIVE = b": keep-alive\n\n"
 
 
@@ -69,13 +69,14 @@ def _follow(
     idle_since = time.monotonic()
     keepalive = deps.settings.sse_keepalive_seconds
     deps.metrics.stream_opened(1)
+    follower = deps.tail.follow(response_id, after=after)
     try:
         while True:
             if deps.stopping.is_set():
                 log.info("response %s: API stopping; ending the stream for resume", response_id)
                 return
             try:
-                events = deps.bus.read(response_id, after=after, block_ms=READ_SLICE_MS)
+                events = follower.next(READ_SLICE_SECONDS)
             except (redis.ConnectionError, redis.TimeoutError):
                 # End cleanly; the client resumes with starting_after once Redis is back.
                 log.warning("response %s: Redis unavailable; ending the stream", response_id)
@@ -102,6 +103,7 @@ def _follow(
         client_left = True
         raise
     finally:
+        follower.close()
         deps.metrics.stream_opened(-1)
         if client_left and not finished:
             log.info("response %s: streaming client went away", response_id)

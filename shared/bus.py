@@ -83,7 +83,7 @@ def _fields(event: dict[str, Any]) -> dict[FieldT, EncodableT]:
     return {"t": event["type"], "d": "{" + ",".join(members) + "}", "r": span}
 
 
-def _entry_id(sequence_number: int) -> str:
+def entry_id(sequence_number: int) -> str:
     return f"0-{sequence_number + 1}"
 
 
@@ -92,11 +92,11 @@ def _sequence(entry_id: bytes | str) -> int:
     return int(raw.split("-", 1)[1]) - 1
 
 
-def _decode(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> StoredEvent:
+def decode_entry(raw_id: bytes | str, fields: Mapping[bytes, bytes]) -> StoredEvent:
     span = fields.get(b"r")
     start, _, end = span.decode().partition(":") if span else ("", "", "")
     return StoredEvent(
-        sequence_number=_sequence(entry_id),
+        sequence_number=_sequence(raw_id),
         type=fields[b"t"].decode(),
         data=fields[b"d"].decode(),
         response_span=(int(start), int(end)) if span else None,
@@ -121,7 +121,7 @@ class EventBus:
         pipe = self.redis.pipeline(transaction=False)
         expire = False
         for event in events:
-            pipe.xadd(key, _fields(event), id=_entry_id(event["sequence_number"]))
+            pipe.xadd(key, _fields(event), id=entry_id(event["sequence_number"]))
             expire = expire or event["sequence_number"] == 0 or event["type"] in TERMINAL_TYPES
         if expire:
             pipe.expire(key, self.ttl_seconds)
@@ -132,16 +132,16 @@ class EventBus:
     ) -> list[StoredEvent]:
         """Events with ``sequence_number > after``; waits up to ``block_ms`` for new ones."""
         result: Any = self.redis.xread(
-            {keys.events(response_id): _entry_id(after)}, count=count, block=block_ms
+            {keys.events(response_id): entry_id(after)}, count=count, block=block_ms
         )
         if not result:
             return []
         _key, entries = result[0]
-        return [_decode(entry_id, fields) for entry_id, fields in entries]
+        return [decode_entry(raw_id, fields) for raw_id, fields in entries]
 
     def last(self, response_id: str) -> StoredEvent | None:
         entries: Any = self.redis.xrevrange(keys.events(response_id), count=1)
-        return _decode(*entries[0]) if entries else None
+        return decode_entry(*entries[0]) if entries else None
 
     def request_cancel(self, response_id: str) -> None:
         self.redis.set(keys.cancel(response_id), b"1", ex=keys.CANCEL_TTL_SECONDS)

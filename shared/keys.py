@@ -30,6 +30,12 @@ def events(response_id: str) -> str:
     return f"{PREFIX}:events:{response_id}"
 
 
+def tail_wake(reader: str) -> str:
+    """A stream one API process's event-log reader also reads: appending to it wakes the
+    reader's blocked ``XREAD`` (``api.tail``). It expires when the process is gone."""
+    return f"{PREFIX}:tail:{reader}"
+
+
 def cancel(response_id: str) -> str:
     """Set when a cancel was asked for; the worker checks it between upstream chunks."""
     return f"{PREFIX}:cancel:{response_id}"
