@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -106,26 +107,111 @@ def decode_entry(raw_id: bytes | str, fields: Mapping[bytes, bytes]) -> StoredEv
 UNSTORED_TTL_SECONDS = 60
 
 
+@dataclass(eq=False)
+class _Publish:
+    """One caller's events for one log, waiting for a pipeline (``GroupCommit``)."""
+
+    key: str
+    entries: list[tuple[str, dict[FieldT, EncodableT]]]  # (entry id, fields)
+    expire: bool
+    done: threading.Event
+    error: BaseException | None = None
+    lead: bool = False  # woken to send the next pipeline, not because its own went out
+
+
+class GroupCommit:
+    """Publishes of many runs in one process go to Redis together: a group commit.
+
+    A caller that finds no pipeline in flight sends its events at once. Callers that come
+    while one is in flight (under load: the other runs of a worker) queue theirs; when it
+    returns, the first of them sends everything queued in one pipeline. So an idle process
+    publishes with no added wait, and a busy one makes one round trip for many runs' events
+    instead of one each. Each caller returns once its own events are in Redis, or raises
+    what went wrong with them (a whole pipeline failing fails every caller in it)."""
+
+    def __init__(self, client: redis.Redis, ttl_seconds: int) -> None:
+        self.client = client
+        self.ttl_seconds = ttl_seconds
+        self.lock = threading.Lock()
+        self.queue: list[_Publish] = []
+        self.busy = False
+
+    def publish(self, publish: _Publish) -> None:
+        with self.lock:
+            self.queue.append(publish)
+            lead = not self.busy
+            self.busy = True
+        if not lead:
+            publish.done.wait()
+            if not publish.lead:
+                if publish.error is not None:
+                    raise publish.error
+                return
+        self._lead(publish)
+
+    def _lead(self, own: _Publish) -> None:
+        with self.lock:
+            batch, self.queue = self.queue, []
+        try:
+            self._send(batch)
+        except BaseException as exc:  # the whole pipeline failed: every caller in it sees it
+            error = exc
+            if not isinstance(exc, Exception):  # this greenlet was killed mid-send
+                error = redis.ConnectionError(f"the publishing run was stopped: {exc!r}")
+            for publish in batch:
+                if publish is not own:
+                    publish.error = error
+            raise
+        finally:
+            for publish in batch:
+                if publish is not own:
+                    publish.done.set()
+            self._hand_on()
+        if own.error is not None:
+            raise own.error
+
+    def _hand_on(self) -> None:
+        """Wake the first queued caller to send the next pipeline, or mark none in flight."""
+        with self.lock:
+            if not self.queue:
+                self.busy = False
+                return
+            nxt = self.queue[0]
+        nxt.lead = True
+        nxt.done.set()
+
+    def _send(self, batch: list[_Publish]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for publish in batch:
+            for entry, fields in publish.entries:
+                pipe.xadd(publish.key, fields, id=entry)
+            if publish.expire:
+                pipe.expire(publish.key, self.ttl_seconds)
+        results = pipe.execute(raise_on_error=False)
+        start = 0
+        for publish in batch:
+            end = start + len(publish.entries) + publish.expire
+            failed = [r for r in results[start:end] if isinstance(r, Exception)]
+            publish.error = failed[0] if failed else None
+            start = end
+
+
 class EventBus:
     def __init__(self, client: redis.Redis, *, ttl_seconds: int) -> None:
         self.redis = client
         self.ttl_seconds = ttl_seconds
+        self.group = GroupCommit(client, ttl_seconds)
 
     def publish(self, response_id: str, events: list[dict[str, Any]]) -> None:
-        """Append events in one round trip; each one's ``sequence_number`` decides its place.
+        """Append events in one round trip (shared with other callers' events under load:
+        ``GroupCommit``); each one's ``sequence_number`` decides its place.
 
         The key's lifetime is set when the log starts and reset by its terminal event, so it
         expires ``ttl_seconds`` after the end (refreshing it on every event cost a third of
         the worker's CPU in bench/)."""
-        key = keys.events(response_id)
-        pipe = self.redis.pipeline(transaction=False)
-        expire = False
-        for event in events:
-            pipe.xadd(key, _fields(event), id=entry_id(event["sequence_number"]))
-            expire = expire or event["sequence_number"] == 0 or event["type"] in TERMINAL_TYPES
-        if expire:
-            pipe.expire(key, self.ttl_seconds)
-        pipe.execute()
+        entries = [(entry_id(event["sequence_number"]), _fields(event)) for event in events]
+        expire = any(e["sequence_number"] == 0 or e["type"] in TERMINAL_TYPES for e in events)
+        self.group.publish(_Publish(keys.events(response_id), entries, expire, threading.Event()))
 
     def read(
         self, response_id: str, *, after: int = -1, block_ms: int | None = None, count: int = 500

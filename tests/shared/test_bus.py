@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import fakeredis
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
+from ops.embedded_redis import free_port
 from shared import keys
-from shared.bus import Emitter, EventBus
+from shared.bus import Emitter, EventBus, GroupCommit, _Publish
 from shared.schema.events import OutputTextDelta, ResponseEvent
 
 
@@ -40,3 +47,90 @@ def test_the_cut_does_not_depend_on_where_the_response_member_is() -> None:
     (unspanned,) = bus.read("resp_2")
     assert unspanned.response_span is None
     assert unspanned.response_json() == stored.response_json()
+
+
+class HeldPipelines:
+    """A client whose first pipeline waits at ``execute`` until released, so other publishes
+    queue behind it; counts the pipelines sent."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.sent = 0
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def pipeline(self, transaction: bool = False) -> object:
+        pipe = self.client.pipeline(transaction=transaction)
+        execute = pipe.execute
+        first = self.sent == 0
+        self.sent += 1
+
+        def held(raise_on_error: bool = True) -> list[object]:
+            if first:
+                self.entered.set()
+                self.release.wait(5)
+            return execute(raise_on_error=raise_on_error)
+
+        pipe.execute = held  # type: ignore[method-assign]
+        return pipe
+
+
+def delta(n: int) -> dict[str, object]:
+    return {"type": "response.output_text.delta", "sequence_number": n, "delta": f"w{n}"}
+
+
+def test_publishes_that_come_while_one_is_in_flight_go_out_in_one_pipeline() -> None:
+    held = HeldPipelines(fakeredis.FakeRedis())
+    group = GroupCommit(held, ttl_seconds=60)  # type: ignore[arg-type]
+    bus = EventBus(held.client, ttl_seconds=60)
+    bus.group = group
+    errors: list[BaseException] = []
+
+    def publish(response_id: str, numbers: range) -> None:
+        try:
+            bus.publish(response_id, [delta(n) for n in numbers])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    first = threading.Thread(target=publish, args=("resp_0", range(0, 1)))
+    first.start()
+    assert held.entered.wait(5)
+    queued = [threading.Thread(target=publish, args=(f"resp_{n}", range(0, 3))) for n in (1, 2)]
+    queued.append(threading.Thread(target=publish, args=("resp_0", range(1, 3))))
+    for thread in queued:
+        thread.start()
+    deadline = time.monotonic() + 5
+    while len(group.queue) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    held.release.set()
+    for thread in (first, *queued):
+        thread.join(5)
+    assert errors == []
+    assert held.sent == 2  # the first publish's pipeline, then the three queued ones together
+    for response_id in ("resp_0", "resp_1", "resp_2"):
+        assert [e.sequence_number for e in bus.read(response_id)] == [0, 1, 2]
+    assert not group.busy and group.queue == []
+
+
+def test_a_publish_that_fails_in_a_shared_pipeline_fails_alone() -> None:
+    bus = EventBus(fakeredis.FakeRedis(), ttl_seconds=60)
+    bus.publish("resp_a", [delta(0), delta(1)])
+    twice = _Publish(
+        keys.events("resp_a"), [("0-2", {"t": "x", "d": "{}"})], False, threading.Event()
+    )
+    fine = _Publish(
+        keys.events("resp_b"), [("0-1", {"t": "x", "d": "{}"})], True, threading.Event()
+    )
+    bus.group._send([twice, fine])
+    assert isinstance(twice.error, redis.ResponseError)  # sequence number 1 was taken
+    assert fine.error is None
+    assert [e.sequence_number for e in bus.read("resp_b")] == [0]
+
+
+def test_an_unreachable_redis_fails_every_publish_and_the_next_one_can_lead() -> None:
+    client = redis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0))
+    bus = EventBus(client, ttl_seconds=60)
+    for _ in range(2):
+        with pytest.raises(redis.ConnectionError):
+            bus.publish("resp_a", [delta(0)])
+        assert not bus.group.busy and bus.group.queue == []
