@@ -3,7 +3,7 @@ paging the input items, and writing output items as a run produces them."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, literal
@@ -161,20 +161,26 @@ def _input_anchor(
     return anchor
 
 
-def _item_row(response_id: str, kind: str, position: int, item: dict[str, Any]) -> ItemRow:
-    return ItemRow(
-        response_id=response_id,
-        kind=kind,
-        position=position,
-        item_id=item["id"],
-        type=item["type"],
-        data=item,
-    )
+def item_values(response_id: str, kind: str, position: int, item: dict[str, Any]) -> dict[str, Any]:
+    """An item's column values, for a Core insert."""
+    return {
+        "response_id": response_id,
+        "kind": kind,
+        "position": position,
+        "item_id": item["id"],
+        "type": item["type"],
+        "data": item,
+    }
 
 
-def item_rows(response_id: str, kind: str, items: Iterable[dict[str, Any]]) -> list[ItemRow]:
-    """Rows for ``items`` at positions 0, 1, … (not yet added to a session)."""
-    return [_item_row(response_id, kind, i, item) for i, item in enumerate(items)]
+def insert_items(
+    conn: Connection, response_id: str, kind: str, items: list[dict[str, Any]]
+) -> None:
+    """In the caller's transaction: ``items`` at positions 0, 1, …"""
+    if items:
+        conn.execute(
+            _INSERT_ITEMS, [item_values(response_id, kind, i, item) for i, item in enumerate(items)]
+        )
 
 
 def replace_outputs(
@@ -193,15 +199,5 @@ def replace_outputs(
     if items:
         conn.execute(
             _INSERT_ITEMS,
-            [
-                {
-                    "response_id": response_id,
-                    "kind": OUTPUT,
-                    "position": position,
-                    "item_id": item["id"],
-                    "type": item["type"],
-                    "data": item,
-                }
-                for position, item in items.items()
-            ],
+            [item_values(response_id, OUTPUT, p, item) for p, item in items.items()],
         )

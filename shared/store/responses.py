@@ -3,18 +3,28 @@ and deleting it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import bindparam, func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, select
 
 from shared.schema.response import response_object
-from shared.store.items import ItemStore, item_rows
+from shared.store.items import ItemStore, insert_items
 from shared.store.tables import INPUT, OUTPUT, IdempotencyKeyRow, ItemRow, ResponseRow
+
+_RESPONSES = ResponseRow.__table__  # type: ignore[attr-defined]
+_KEYS = IdempotencyKeyRow.__table__  # type: ignore[attr-defined]
+_COLUMNS = tuple(column.name for column in _RESPONSES.columns)
+_INSERT_RESPONSE = _RESPONSES.insert()
+_INSERT_KEY = _KEYS.insert()
+_DELETE_DEAD_KEY = _KEYS.delete().where(
+    _KEYS.c.tenant == bindparam("tenant"),
+    _KEYS.c.key == bindparam("key"),
+    _KEYS.c.created_at < bindparam("live_since"),
+)
 
 # How often create_response retries after a unique-key conflict whose holder vanished (it
 # expired, or its response was deleted, between the conflict and the re-read).
@@ -74,30 +84,31 @@ class ResponseStore(ItemStore):
     def _insert_response(
         self, row: ResponseRow, items: list[dict[str, Any]], idempotency: IdempotencyKey | None
     ) -> None:
-        with self.session() as s, _rolled_back_on_conflict(s):
+        """One transaction of prebuilt Core statements (the ORM's unit of work was about a
+        third of a create's CPU); ``row`` stays as it was given."""
+        with self.engine.begin() as conn:
             if idempotency is not None:
-                s.execute(
-                    delete(IdempotencyKeyRow).where(
-                        col(IdempotencyKeyRow.tenant) == row.tenant,
-                        col(IdempotencyKeyRow.key) == idempotency.key,
-                        col(IdempotencyKeyRow.created_at) < idempotency.live_since,
-                    )
+                conn.execute(
+                    _DELETE_DEAD_KEY,
+                    {
+                        "tenant": row.tenant,
+                        "key": idempotency.key,
+                        "live_since": idempotency.live_since,
+                    },
                 )
-            s.add(row)
-            s.flush()
+            conn.execute(_INSERT_RESPONSE, {name: getattr(row, name) for name in _COLUMNS})
             if idempotency is not None:
-                s.add(
-                    IdempotencyKeyRow(
-                        tenant=row.tenant,
-                        key=idempotency.key,
-                        body_hash=idempotency.body_hash,
-                        response_id=row.id,
-                        created_at=idempotency.now,
-                    )
+                conn.execute(
+                    _INSERT_KEY,
+                    {
+                        "tenant": row.tenant,
+                        "key": idempotency.key,
+                        "body_hash": idempotency.body_hash,
+                        "response_id": row.id,
+                        "created_at": idempotency.now,
+                    },
                 )
-                s.flush()
-            s.add_all(item_rows(row.id, INPUT, items))
-            s.commit()
+            insert_items(conn, row.id, INPUT, items)
 
     def find_idempotency_key(
         self, *, tenant: str, idempotency: IdempotencyKey
@@ -164,15 +175,3 @@ def delete_response_rows(s: Session, response_id: str) -> None:
     # even on a connection without SQLite's foreign_keys pragma.
     s.execute(delete(IdempotencyKeyRow).where(col(IdempotencyKeyRow.response_id) == response_id))
     s.execute(delete(ResponseRow).where(col(ResponseRow.id) == response_id))
-
-
-@contextmanager
-def _rolled_back_on_conflict(s: Session) -> Iterator[None]:
-    """Roll back explicitly on a constraint violation: that makes the rows added in the
-    transaction transient again (closing the session would leave them detached, as if
-    stored), so a retry can insert the same objects."""
-    try:
-        yield
-    except IntegrityError:
-        s.rollback()
-        raise
