@@ -235,6 +235,11 @@ class EventBus:
     def cancel_requested(self, response_id: str) -> bool:
         return bool(self.redis.exists(keys.cancel(response_id)))
 
+    def cancels_among(self, response_ids: list[str]) -> set[str]:
+        """The ids among these whose cancel was asked for (one round trip)."""
+        found = self.redis.mget([keys.cancel(r) for r in response_ids])
+        return {r for r, v in zip(response_ids, found, strict=True) if v is not None}
+
     def beat(self, response_id: str, *, ttl_seconds: float) -> None:
         """Mark the response as running here; the value says where (``host:pid``)."""
         where = f"{socket.gethostname()}:{os.getpid()}"

@@ -18,6 +18,7 @@ from shared.settings import (
     Settings,
 )
 from shared.store import Store
+from worker.cancels import CancelWatch
 from worker.drain import Drain
 from worker.providers.base import Provider
 
@@ -56,3 +57,10 @@ class RunDeps:
     outbound: OutboundPolicy | None = None  # checks MCP server addresses before connecting
     metrics: Recorder | None = None
     drain: Drain = field(default_factory=Drain)  # the process's shutdown state
+    # The process's one poll of cancel flags; None: each check asks Redis (tests).
+    cancels: CancelWatch | None = None
+
+    def cancel_requested(self, response_id: str) -> bool:
+        if self.cancels is not None:
+            return self.cancels.requested(response_id)
+        return self.bus.cancel_requested(response_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import redis
@@ -50,6 +51,7 @@ def execute(response_id: str, deps: RunDeps) -> bool:
             every=limits.heartbeat_seconds,
             ttl=limits.heartbeat_timeout_seconds,
         ),
+        deps.cancels.watching(row.id) if deps.cancels is not None else nullcontext(),
     ):
         return _run(row, deps)
 

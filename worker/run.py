@@ -169,7 +169,7 @@ class Run:
     def _stop(self) -> Stop | None:
         """How the run must end now, if it must: a cancel arrived, or the worker is shutting
         down and its grace period is over (``worker.drain``)."""
-        if self.deps.bus.cancel_requested(self.job.row.id):
+        if self.deps.cancel_requested(self.job.row.id):
             return Cancelled()
         if not self.deps.drain.expired():
             return None

@@ -16,6 +16,7 @@ from shared.routing import BUILTIN, Route, Router
 from shared.settings import Settings
 from shared.store import Store, make_engine
 from shared.store.webhooks import WebhookStore
+from worker.cancels import CancelWatch
 from worker.deps import Limits, RunDeps
 from worker.drain import Drain
 from worker.providers.base import Provider
@@ -33,6 +34,7 @@ class Runtime:
     http: httpx.Client  # webhook sends: one pool per process
     outbound: OutboundPolicy
     metrics: Recorder
+    cancels: CancelWatch  # one poll of every run's cancel flag
 
     # One provider per route per process, so its HTTP connections serve every job.
     providers: dict[Route, Provider] = field(default_factory=dict)
@@ -49,6 +51,7 @@ class Runtime:
             outbound=self.outbound,
             metrics=self.metrics,
             drain=drain,
+            cancels=self.cancels,
         )
 
     def provider_for(self, model: str) -> Provider:
@@ -87,15 +90,17 @@ def _build() -> Runtime:
         make_engine(settings.database_url, pool_size=20),
         on_deliveries=lambda delivery_ids: enqueue_deliveries(producer, delivery_ids),
     )
+    bus = EventBus(redis_client, ttl_seconds=settings.event_ttl_seconds)
     return Runtime(
         settings=settings,
         store=store,
-        bus=EventBus(redis_client, ttl_seconds=settings.event_ttl_seconds),
+        bus=bus,
         router=Router.from_file(settings.models_file),
         hooks=WebhookStore(store),
         http=httpx.Client(timeout=settings.webhook_timeout_seconds),
         outbound=OutboundPolicy.from_settings(settings),
         metrics=Recorder(redis_client),
+        cancels=CancelWatch(bus),
     )
 
 
