@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 
-from sqlmodel import Session, col, select
+from sqlalchemy import bindparam, select
+from sqlmodel import Session
 
 from shared import ids
 from shared.store.tables import ResponseRow, WebhookDeliveryRow, WebhookEndpointRow, WebhookEventRow
@@ -17,6 +18,11 @@ FAILED = "failed"
 
 # A queued send holds a delivery this long; if its message is lost the sweep sends it again.
 QUEUED_GRACE_SECONDS = 60.0
+
+_ENDPOINTS = WebhookEndpointRow.__table__  # type: ignore[attr-defined]
+_ENDPOINTS_OF = select(_ENDPOINTS.c.id, _ENDPOINTS.c.event_types).where(
+    _ENDPOINTS.c.tenant == bindparam("tenant")
+)
 
 
 def event_body(*, event_id: str, event_type: str, created_at: int, response_id: str) -> str:
@@ -39,10 +45,10 @@ def record_terminal_event(s: Session, *, row: ResponseRow, now: int) -> list[str
     if not row.background:
         return []
     event_type = f"response.{row.status}"
-    endpoints = s.exec(
-        select(WebhookEndpointRow).where(col(WebhookEndpointRow.tenant) == row.tenant)
-    ).all()
-    subscribed = [e for e in endpoints if event_type in e.event_types]
+    # A prebuilt Core select (ids and subscriptions only): it runs for every background
+    # response that ends, and nearly always finds nothing to send.
+    endpoints = s.connection().execute(_ENDPOINTS_OF, {"tenant": row.tenant}).all()
+    subscribed = [endpoint_id for endpoint_id, types in endpoints if event_type in types]
     if not subscribed:
         return []
     event_id = ids.new_id(ids.EVENT)
@@ -63,13 +69,13 @@ def record_terminal_event(s: Session, *, row: ResponseRow, now: int) -> list[str
         WebhookDeliveryRow(
             id=ids.new_id(ids.WEBHOOK_DELIVERY),
             event_id=event_id,
-            endpoint_id=endpoint.id,
+            endpoint_id=endpoint_id,
             tenant=row.tenant,
             status=PENDING,
             created_at=now,
             next_attempt_at=now + QUEUED_GRACE_SECONDS,  # sent at once; swept if lost
         )
-        for endpoint in subscribed
+        for endpoint_id in subscribed
     ]
     s.add_all(deliveries)
     return [d.id for d in deliveries]
