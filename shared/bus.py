@@ -17,7 +17,7 @@ import os
 import socket
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -107,36 +107,41 @@ def decode_entry(raw_id: bytes | str, fields: Mapping[bytes, bytes]) -> StoredEv
 UNSTORED_TTL_SECONDS = 60
 
 
-@dataclass(eq=False)
-class _Publish:
-    """One caller's events for one log, waiting for a pipeline (``GroupCommit``)."""
+Command = tuple[str, tuple[Any, ...], dict[str, Any]]  # a pipeline method, its arguments
 
-    key: str
-    entries: list[tuple[str, dict[FieldT, EncodableT]]]  # (entry id, fields)
-    expire: bool
-    done: threading.Event
+
+@dataclass(eq=False)
+class _Waiting:
+    """One caller's commands, waiting for a pipeline (``GroupCommit``)."""
+
+    commands: list[Command]
+    done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
     lead: bool = False  # woken to send the next pipeline, not because its own went out
 
 
 class GroupCommit:
-    """Publishes of many runs in one process go to Redis together: a group commit.
+    """The small writes of many runs in one process (their events, heartbeats, metrics) go
+    to Redis together: a group commit.
 
-    A caller that finds no pipeline in flight sends its events at once. Callers that come
+    A caller that finds no pipeline in flight sends its commands at once. Callers that come
     while one is in flight (under load: the other runs of a worker) queue theirs; when it
     returns, the first of them sends everything queued in one pipeline. So an idle process
-    publishes with no added wait, and a busy one makes one round trip for many runs' events
-    instead of one each. Each caller returns once its own events are in Redis, or raises
+    writes with no added wait, and a busy one makes one round trip for many runs' writes
+    instead of one each. Each caller returns once its own commands ran in Redis, or raises
     what went wrong with them (a whole pipeline failing fails every caller in it)."""
 
-    def __init__(self, client: redis.Redis, ttl_seconds: int) -> None:
+    def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self.ttl_seconds = ttl_seconds
         self.lock = threading.Lock()
-        self.queue: list[_Publish] = []
+        self.queue: list[_Waiting] = []
         self.busy = False
 
-    def publish(self, publish: _Publish) -> None:
+    def run(self, commands: list[Command]) -> None:
+        """Run these commands (in this order, in one pipeline with others' commands)."""
+        self._wait(_Waiting(commands))
+
+    def _wait(self, publish: _Waiting) -> None:
         with self.lock:
             self.queue.append(publish)
             lead = not self.busy
@@ -149,7 +154,7 @@ class GroupCommit:
                 return
         self._lead(publish)
 
-    def _lead(self, own: _Publish) -> None:
+    def _lead(self, own: _Waiting) -> None:
         with self.lock:
             batch, self.queue = self.queue, []
         try:
@@ -180,19 +185,17 @@ class GroupCommit:
         nxt.lead = True
         nxt.done.set()
 
-    def _send(self, batch: list[_Publish]) -> None:
+    def _send(self, batch: list[_Waiting]) -> None:
         pipe = self.client.pipeline(transaction=False)
-        for publish in batch:
-            for entry, fields in publish.entries:
-                pipe.xadd(publish.key, fields, id=entry)
-            if publish.expire:
-                pipe.expire(publish.key, self.ttl_seconds)
+        for waiting in batch:
+            for name, args, kwargs in waiting.commands:
+                getattr(pipe, name)(*args, **kwargs)
         results = pipe.execute(raise_on_error=False)
         start = 0
-        for publish in batch:
-            end = start + len(publish.entries) + publish.expire
+        for waiting in batch:
+            end = start + len(waiting.commands)
             failed = [r for r in results[start:end] if isinstance(r, Exception)]
-            publish.error = failed[0] if failed else None
+            waiting.error = failed[0] if failed else None
             start = end
 
 
@@ -200,7 +203,7 @@ class EventBus:
     def __init__(self, client: redis.Redis, *, ttl_seconds: int) -> None:
         self.redis = client
         self.ttl_seconds = ttl_seconds
-        self.group = GroupCommit(client, ttl_seconds)
+        self.group = GroupCommit(client)
 
     def publish(self, response_id: str, events: list[dict[str, Any]]) -> None:
         """Append events in one round trip (shared with other callers' events under load:
@@ -209,9 +212,14 @@ class EventBus:
         The key's lifetime is set when the log starts and reset by its terminal event, so it
         expires ``ttl_seconds`` after the end (refreshing it on every event cost a third of
         the worker's CPU in bench/)."""
-        entries = [(entry_id(event["sequence_number"]), _fields(event)) for event in events]
-        expire = any(e["sequence_number"] == 0 or e["type"] in TERMINAL_TYPES for e in events)
-        self.group.publish(_Publish(keys.events(response_id), entries, expire, threading.Event()))
+        key = keys.events(response_id)
+        commands: list[Command] = [
+            ("xadd", (key, _fields(event)), {"id": entry_id(event["sequence_number"])})
+            for event in events
+        ]
+        if any(e["sequence_number"] == 0 or e["type"] in TERMINAL_TYPES for e in events):
+            commands.append(("expire", (key, self.ttl_seconds), {}))
+        self.group.run(commands)
 
     def read(
         self, response_id: str, *, after: int = -1, block_ms: int | None = None, count: int = 500
@@ -243,7 +251,9 @@ class EventBus:
     def beat(self, response_id: str, *, ttl_seconds: float) -> None:
         """Mark the response as running here; the value says where (``host:pid``)."""
         where = f"{socket.gethostname()}:{os.getpid()}"
-        self.redis.set(keys.heartbeat(response_id), where, px=int(ttl_seconds * 1000))
+        self.group.run(
+            [("set", (keys.heartbeat(response_id), where), {"px": int(ttl_seconds * 1000)})]
+        )
 
     def beating(self, response_ids: list[str]) -> set[str]:
         """The ids among these whose heartbeat is still present."""
@@ -259,7 +269,7 @@ class EventBus:
         )
 
     def stop_beat(self, response_id: str) -> None:
-        self.redis.delete(keys.heartbeat(response_id))
+        self.group.run([("delete", (keys.heartbeat(response_id),), {})])
 
     def expire_soon(self, response_id: str) -> None:
         """Shorten the log's life to ``UNSTORED_TTL_SECONDS``: a ``store: false`` response

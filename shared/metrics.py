@@ -20,7 +20,7 @@ import os
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import redis
 from prometheus_client.core import (
@@ -33,6 +33,9 @@ from prometheus_client.registry import Collector
 
 from shared import keys
 from shared.queue import queue_depth
+
+if TYPE_CHECKING:
+    from shared.bus import Command, GroupCommit
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 
@@ -63,18 +66,25 @@ def _bucket(value: float) -> str:
 class Recorder:
     """Adds to the shared numbers. Never raises: metrics must not fail a job."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, group: GroupCommit | None = None) -> None:
         self.redis = client
+        self.group = group  # a worker's: its metrics share pipelines with its events
         self._streams_reset = False
 
     def _send(self, ops: Iterable[tuple[str, float]]) -> None:
+        commands: list[Command] = [
+            ("hincrby", (keys.METRICS, f, int(n)), {})
+            if float(n).is_integer()
+            else ("hincrbyfloat", (keys.METRICS, f, n), {})
+            for f, n in ops
+        ]
         try:
+            if self.group is not None:
+                self.group.run(commands)
+                return
             pipe = self.redis.pipeline(transaction=False)
-            for field, amount in ops:
-                if float(amount).is_integer():
-                    pipe.hincrby(keys.METRICS, field, int(amount))
-                else:
-                    pipe.hincrbyfloat(keys.METRICS, field, amount)
+            for name, args, _ in commands:
+                getattr(pipe, name)(*args)
             pipe.execute()
         except redis.RedisError:
             pass

@@ -99,7 +99,7 @@ def _build() -> Runtime:
         hooks=WebhookStore(store),
         http=httpx.Client(timeout=settings.webhook_timeout_seconds),
         outbound=OutboundPolicy.from_settings(settings),
-        metrics=Recorder(redis_client),
+        metrics=Recorder(redis_client, bus.group),
         cancels=CancelWatch(bus),
     )
 

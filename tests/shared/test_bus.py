@@ -14,7 +14,8 @@ from redis.retry import Retry
 
 from ops.embedded_redis import free_port
 from shared import keys
-from shared.bus import Emitter, EventBus, GroupCommit, _Publish
+from shared.bus import Emitter, EventBus, GroupCommit, _Waiting
+from shared.metrics import Recorder
 from shared.schema.events import OutputTextDelta, ResponseEvent
 
 
@@ -81,7 +82,7 @@ def delta(n: int) -> dict[str, object]:
 
 def test_publishes_that_come_while_one_is_in_flight_go_out_in_one_pipeline() -> None:
     held = HeldPipelines(fakeredis.FakeRedis())
-    group = GroupCommit(held, ttl_seconds=60)  # type: ignore[arg-type]
+    group = GroupCommit(held)  # type: ignore[arg-type]
     bus = EventBus(held.client, ttl_seconds=60)
     bus.group = group
     errors: list[BaseException] = []
@@ -115,12 +116,9 @@ def test_publishes_that_come_while_one_is_in_flight_go_out_in_one_pipeline() -> 
 def test_a_publish_that_fails_in_a_shared_pipeline_fails_alone() -> None:
     bus = EventBus(fakeredis.FakeRedis(), ttl_seconds=60)
     bus.publish("resp_a", [delta(0), delta(1)])
-    twice = _Publish(
-        keys.events("resp_a"), [("0-2", {"t": "x", "d": "{}"})], False, threading.Event()
-    )
-    fine = _Publish(
-        keys.events("resp_b"), [("0-1", {"t": "x", "d": "{}"})], True, threading.Event()
-    )
+    entry = {"t": "x", "d": "{}"}
+    twice = _Waiting([("xadd", (keys.events("resp_a"), entry), {"id": "0-2"})])
+    fine = _Waiting([("xadd", (keys.events("resp_b"), entry), {"id": "0-1"})])
     bus.group._send([twice, fine])
     assert isinstance(twice.error, redis.ResponseError)  # sequence number 1 was taken
     assert fine.error is None
@@ -134,3 +132,20 @@ def test_an_unreachable_redis_fails_every_publish_and_the_next_one_can_lead() ->
         with pytest.raises(redis.ConnectionError):
             bus.publish("resp_a", [delta(0)])
         assert not bus.group.busy and bus.group.queue == []
+
+
+def test_metrics_sent_through_the_group_commit_add_up_the_same() -> None:
+    alone, grouped = fakeredis.FakeRedis(), fakeredis.FakeRedis()
+    timings = {"queue_wait": 0.25, "run": 1.5, "first_token": 0.1}
+    usage = {"input_tokens": 7, "output_tokens": 50}
+    Recorder(alone).finished(model="m", status="completed", timings=timings, usage=usage)
+    bus = EventBus(grouped, ttl_seconds=60)
+    Recorder(grouped, bus.group).finished(
+        model="m", status="completed", timings=timings, usage=usage
+    )
+    assert grouped.hgetall(keys.METRICS) == alone.hgetall(keys.METRICS)
+    assert len(alone.hgetall(keys.METRICS)) > 5
+    bus.beat("resp_a", ttl_seconds=5)
+    assert grouped.get(keys.heartbeat("resp_a"))
+    bus.stop_beat("resp_a")
+    assert grouped.get(keys.heartbeat("resp_a")) is None
