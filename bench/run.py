@@ -903,7 +903,11 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     signal.signal(signal.SIGTERM, _raise_interrupt)
     report: dict[str, Any] = {
-        "meta": meta(args) | {"sizes": asdict(sizes)},
+        "meta": meta(args)
+        | {
+            "sizes": asdict(sizes),
+            "command": " ".join(["python -m bench.run", *(sys.argv[1:] if argv is None else argv)]),
+        },
         "rows": [],
         "scenarios": {},
         "problems": [],
@@ -942,7 +946,15 @@ def _finish(
     args.results.mkdir(parents=True, exist_ok=True)
     out = args.results / f"run-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print("\nAll figures:", flush=True)
+    meta = report["meta"]
+    load = ", ".join(f"{x:.2f}" for x in meta["loadavg_at_start"])
+    changed = (
+        f" (uncommitted: {', '.join(meta['uncommitted_outside_bench'])})"
+        if meta["uncommitted_outside_bench"]
+        else ""
+    )
+    print(f"\nAll figures: git head {meta['git_head']}{changed}; load average at start {load}")
+    print(f"command: {meta['command']}", flush=True)
     print_rows(report["rows"], header=True)
     print(f"results: {out}", flush=True)
     for problem in report["problems"]:
