@@ -36,7 +36,11 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     return create_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size * 4,
+        # Bounded: a busy process waits (up to 30 s) for one of its connections rather than
+        # opening more. With 4x, one worker (20 + 80) and one API (10 + 40) could ask for 150,
+        # past Postgres's default max_connections of 100, and did under bench.run's submit
+        # ("too many clients already" failed jobs). Now 40 + 20.
+        max_overflow=pool_size,
         pool_pre_ping=True,
         # A database host that does not answer fails a connect in seconds, not never.
         connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
