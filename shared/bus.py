@@ -141,18 +141,18 @@ class GroupCommit:
         """Run these commands (in this order, in one pipeline with others' commands)."""
         self._wait(_Waiting(commands))
 
-    def _wait(self, publish: _Waiting) -> None:
+    def _wait(self, waiting: _Waiting) -> None:
         with self.lock:
-            self.queue.append(publish)
+            self.queue.append(waiting)
             lead = not self.busy
             self.busy = True
         if not lead:
-            publish.done.wait()
-            if not publish.lead:
-                if publish.error is not None:
-                    raise publish.error
+            waiting.done.wait()
+            if not waiting.lead:
+                if waiting.error is not None:
+                    raise waiting.error
                 return
-        self._lead(publish)
+        self._lead(waiting)
 
     def _lead(self, own: _Waiting) -> None:
         with self.lock:
@@ -162,15 +162,15 @@ class GroupCommit:
         except BaseException as exc:  # the whole pipeline failed: every caller in it sees it
             error = exc
             if not isinstance(exc, Exception):  # this greenlet was killed mid-send
-                error = redis.ConnectionError(f"the publishing run was stopped: {exc!r}")
-            for publish in batch:
-                if publish is not own:
-                    publish.error = error
+                error = redis.ConnectionError(f"the run sending this pipeline was stopped: {exc!r}")
+            for waiting in batch:
+                if waiting is not own:
+                    waiting.error = error
             raise
         finally:
-            for publish in batch:
-                if publish is not own:
-                    publish.done.set()
+            for waiting in batch:
+                if waiting is not own:
+                    waiting.done.set()
             self._hand_on()
         if own.error is not None:
             raise own.error

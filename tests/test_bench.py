@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,20 +32,31 @@ def test_every_bench_module_imports(module: str) -> None:
     importlib.import_module(module)
 
 
-@pytest.mark.timeout(300)
-def test_a_quick_sync_run_completes(tmp_path: Path) -> None:
+def run_bench(module: str, *args: str, results: Path, report: str) -> Any:
+    """Run a bench entry point to its end; its one JSON report (named like ``report``), which
+    must list no problem."""
     done = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", "--only", "sync"]
-        + ["--log-level", "WARNING", "--results", str(tmp_path)],
+        [sys.executable, "-m", module, *args, "--results", str(results)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=280,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    (report_file,) = tmp_path.glob("run-*.json")
-    report = json.loads(report_file.read_text())
-    assert report["problems"] == []
+    (report_file,) = results.glob(report)
+    found = json.loads(report_file.read_text())
+    assert found["problems"] == []
+    return found
+
+
+@pytest.mark.timeout(300)
+def test_a_quick_sync_run_completes(tmp_path: Path) -> None:
+    report = run_bench(
+        "bench.run",
+        *("--quick", "--only", "sync", "--log-level", "WARNING"),
+        results=tmp_path,
+        report="run-*.json",
+    )
     rows = {(r["scenario"], r["metric"]): r for r in report["rows"]}
     assert ("sync", "req/s at c=32") in rows and ("sync", "latency p50 ms") in rows
     for row in rows.values():
@@ -55,18 +67,12 @@ def test_a_quick_sync_run_completes(tmp_path: Path) -> None:
 def test_a_small_soak_runs_and_loses_nothing(tmp_path: Path) -> None:
     # A worker of two killed every 2 s while 12 jobs go in: the soak's own checks (nothing
     # lost, logs gap-free, kills left no survivor) must all pass.
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.soak", "--jobs", "12", "--rate", "3", "--workers", "2"]
-        + ["--kill-every", "2", "--sample", "3", "--probe", "1", "--probe-seconds", "2"]
-        + ["--results", str(tmp_path)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=280,
+    report = run_bench(
+        "bench.soak",
+        *("--jobs", "12", "--rate", "3", "--workers", "2", "--kill-every", "2"),
+        *("--sample", "3", "--probe", "1", "--probe-seconds", "2"),
+        results=tmp_path,
+        report="soak-*.json",
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    (report_file,) = tmp_path.glob("soak-*.json")
-    report = json.loads(report_file.read_text())
-    assert report["problems"] == []
     numbers = report["numbers"]
     assert numbers["lost"] == 0 and numbers["kills"] >= 1 and numbers["accepted"] == 12
