@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from api.capabilities import check_accepts, check_json_schema, check_media
 from api.deps import Deps
 from api.inputs import Context, check_context
 from api.service import enqueue
@@ -85,6 +86,9 @@ def create(deps: Deps, body: Any, *, tenant: str, idempotency_key: str | None = 
         previous_response_id=req.previous_response_id,
         conversation=req.conversation,
     )
+    check_media(context.own_items, deps.outbound)
+    check_accepts(route, req, context.own_items)
+    check_json_schema(req)
     row = _new_row(deps, req, route=route, tools=tools, context=context, tenant=tenant)
     logs.set_fields(response_id=row.id, model=row.model)
     key = None

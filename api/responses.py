@@ -175,7 +175,9 @@ def retrieve(response_id: str) -> Response:
                 client_socket=request.environ.get("gunicorn.socket"),
             )
         )
-    return jsonify(d.store.render(row))
+    # ``include[]`` on a retrieve says what this read shows (as on create; default: the create's).
+    include = request.args.getlist("include[]") or request.args.getlist("include") or None
+    return jsonify(d.store.render(row, include=include))
 
 
 @bp.delete("/<response_id>")

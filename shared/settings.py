@@ -40,6 +40,8 @@ DEFAULT_SHUTDOWN_GRACE_SECONDS = 30.0
 # file_data; 50 MiB takes that with room for the rest of the request, and bounds what one
 # request can make an API process hold in memory.
 DEFAULT_MAX_BODY_BYTES = 50 * 1024 * 1024
+# What the worker fetches for one ``input_file``'s ``file_url``: OpenAI's per-file limit.
+DEFAULT_MAX_FETCH_BYTES = 32 * 1024 * 1024
 
 
 class SettingsError(ValueError):
@@ -131,6 +133,7 @@ class Settings:
     mcp_timeout_seconds: float = DEFAULT_MCP_TIMEOUT_SECONDS
     shutdown_grace_seconds: float = DEFAULT_SHUTDOWN_GRACE_SECONDS
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_fetch_bytes: int = DEFAULT_MAX_FETCH_BYTES
     log_level: str = "INFO"
 
     @property
@@ -285,6 +288,7 @@ class _Process(TypedDict):
     mcp_timeout_seconds: float
     shutdown_grace_seconds: float
     max_body_bytes: int
+    max_fetch_bytes: int
     log_level: str
 
 
@@ -297,6 +301,7 @@ def _process(env: dict[str, str]) -> _Process:
             env, "RESQ_SHUTDOWN_GRACE_SECONDS", DEFAULT_SHUTDOWN_GRACE_SECONDS
         ),
         max_body_bytes=_int(env, "RESQ_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+        max_fetch_bytes=_int(env, "RESQ_MAX_FETCH_BYTES", DEFAULT_MAX_FETCH_BYTES),
         log_level=(env.get("RESQ_LOG_LEVEL") or "INFO").upper(),
     )
 

@@ -20,6 +20,7 @@ from shared.settings import (
 from shared.store import Store
 from worker.cancels import CancelWatch
 from worker.drain import Drain
+from worker.fetch import Fetch
 from worker.providers.base import Provider
 
 
@@ -59,6 +60,7 @@ class RunDeps:
     drain: Drain = field(default_factory=Drain)  # the process's shutdown state
     # The process's one poll of cancel flags; None: each check asks Redis (tests).
     cancels: CancelWatch | None = None
+    fetch: Fetch | None = None  # fetches a file_url (``worker.fetch``); None: none is fetched
 
     def cancel_requested(self, response_id: str) -> bool:
         if self.cancels is not None:

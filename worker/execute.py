@@ -126,7 +126,11 @@ def _finish(
         error=outcome.error,
         incomplete_details=outcome.incomplete_details,
         usage=usage_object(
-            usage.input_tokens, usage.output_tokens, usage.reasoning_tokens, usage.cached_tokens
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.reasoning_tokens,
+            usage.cached_tokens,
+            usage.cache_write_tokens,
         )
         if usage
         else None,

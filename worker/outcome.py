@@ -9,6 +9,7 @@ turns any failure into the Response's ``error`` object.
     │   ├── EarlierOutput    an earlier attempt's output is on the log → failed
     │   └── OverTime         over the job time limit → failed
     ├── ProviderError        the upstream failed → failed, its code and message
+    ├── OutputInvalid        the answers kept failing validation → failed, the first problem
     ├── ResqError            the job cannot be prepared (chain, context, credentials) → failed
     └── anything else        a resq bug → failed, server_error
 """
@@ -22,6 +23,7 @@ from typing import Any
 from shared.errors import ResqError
 from shared.schema.response import Status
 from worker.providers.base import ProviderError
+from worker.structured import OutputInvalid
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,9 @@ def ended_by(exc: Exception, response_id: str) -> Outcome:
     if isinstance(exc, ProviderError):
         log.warning("response %s: provider failed: %s", response_id, exc.message)
         error = {"code": exc.code, "message": exc.message}
+    elif isinstance(exc, OutputInvalid):
+        log.warning("response %s: %s", response_id, exc.message)
+        error = {"code": "server_error", "message": exc.message}
     elif isinstance(exc, ResqError):  # the chain or the context changed since the create
         log.warning("response %s: cannot prepare the run: %s", response_id, exc.message)
         error = {"code": "invalid_prompt", "message": exc.message}

@@ -10,18 +10,20 @@ or any failure, into the Response's end.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from shared.model_context import Fitted, fit, history, model_items
 from shared.routing import Route
-from shared.schema.job import JobSpec
+from shared.schema.job import ENCRYPTED_REASONING, JobSpec
 from shared.schema.response import Status
 from shared.secrets import unseal
 from shared.store.tables import INPUT, ResponseRow
 from worker.delta_feed import DeltaFeed
 from worker.deps import RunDeps
+from worker.fetch import inline_files
 from worker.mcp_results import McpCancelled
 from worker.outcome import Cancelled, HandBack, Outcome, OverTime, ShutDown, Stop
 from worker.providers.base import (
@@ -35,7 +37,10 @@ from worker.providers.base import (
 )
 from worker.publisher import Publisher
 from worker.stream_state import StreamState
+from worker.structured import Validation
 from worker.tools import Toolbox
+
+log = logging.getLogger(__name__)
 
 CANCEL_CHECK_SECONDS = 0.2  # how often a running job looks for a cancel
 OUTPUT_DELTAS = (TextDelta, RefusalDelta, ReasoningDelta, ToolCallDelta)
@@ -103,9 +108,22 @@ class Run:
         self.publisher = publisher
         self.context = context
         self.box = box
-        self.state = StreamState(mcp=box.targets.get, tool_budget=job.spec.max_tool_calls)
+        self.state = StreamState(
+            mcp=box.targets.get,
+            tool_budget=job.spec.max_tool_calls,
+            reveal_encrypted=ENCRYPTED_REASONING in job.spec.include,
+        )
         self.produced = Produced(self.state, truncation_details=context.fitted.details())
         self.turn_start = 0  # where the current model turn's output items begin
+        # What the model sees of the context, files fetched (``worker.fetch``), once per run.
+        fetch = deps.fetch
+        self.items = inline_files(context.fitted.items, fetch) if fetch else context.fitted.items
+        # Structured outputs resq validates (``worker.structured``): the answer's text is held
+        # until it passes; a failed answer and what was wrong go to the model on the next try.
+        self.validation = Validation.for_job(job.spec.text, job.route)
+        self.held: list[str] = []
+        self.rejected: list[str] = []  # the problem with each failed answer, in order
+        self.retry_items: list[JSON] = []
 
     @classmethod
     def prepare(cls, job: Job, deps: RunDeps, publisher: Publisher) -> Run:
@@ -132,6 +150,9 @@ class Run:
         choice = self.job.spec.tool_choice
         for _turn in range(MAX_MODEL_TURNS):
             self._stream(self._request(choice))
+            if self._answer_rejected():
+                self.publisher.publish(self.state.end_turn())
+                continue  # asked again, with what was wrong
             if self.state.finish_reason in CUT_SHORT:
                 break  # cut short: the open item ends with the response, incomplete
             self.publisher.publish(self.state.end_turn())
@@ -152,16 +173,19 @@ class Run:
         if self.state.out_of_calls:
             turn_choice = "none"
         spec = self.job.spec
+        accepts = self.job.route.accepts if self.job.route is not None else None
         return ProviderRequest(
             model=self.job.row.model,
-            input_items=self.context.fitted.items + model_items(self.state.output),
+            input_items=self.items + model_items(self.state.output) + self.retry_items,
             instructions=spec.instructions,
             tools=tools,
             tool_choice=turn_choice,
             parallel_tool_calls=spec.parallel_tool_calls,
             max_output_tokens=spec.max_output_tokens,
-            temperature=spec.temperature,
-            top_p=spec.top_p,
+            # A route whose model takes no temperature / top_p gets none (a request that set
+            # one was refused at create; these are the echo's defaults).
+            temperature=spec.temperature if accepts is None or accepts.temperature else None,
+            top_p=spec.top_p if accepts is None or accepts.top_p else None,
             reasoning=spec.reasoning.model_dump(),
             text=spec.text,
         )
@@ -264,4 +288,40 @@ class Run:
     def _apply(self, delta: Delta) -> None:
         if self.produced.first_output is None and isinstance(delta, OUTPUT_DELTAS):
             self.produced.first_output = self.deps.clock()
+        if self.validation is not None:
+            if isinstance(delta, TextDelta):
+                self.held.append(delta.text)
+                return
+            if self.held and isinstance(delta, OUTPUT_DELTAS):
+                self._release_held()  # text before a tool call or a refusal is no answer
         self.publisher.add(self.state.apply(delta))
+
+    def _release_held(self) -> None:
+        text, self.held = "".join(self.held), []
+        self.publisher.add(self.state.apply(TextDelta(text)))
+
+    def _answer_rejected(self) -> bool:
+        """Judge the turn's held answer: show it if it passes (or was cut short: the response
+        ends incomplete either way); else note what was wrong for the next try, or raise
+        ``OutputInvalid`` when the route's retries are spent."""
+        if not self.held or self.validation is None:
+            return False
+        answer = "".join(self.held)
+        problem = None
+        if self.state.finish_reason not in CUT_SHORT:
+            problem = self.validation.problem(answer)
+        if problem is None:
+            self._release_held()
+            return False
+        self.held = []
+        self.rejected.append(problem)
+        log.info(
+            "response %s: answer %d failed validation: %s",
+            self.job.row.id,
+            len(self.rejected),
+            problem,
+        )
+        if len(self.rejected) > self.validation.retries:
+            raise self.validation.failure(len(self.rejected), self.rejected[0])
+        self.retry_items += self.validation.retry_items(answer, problem)
+        return True

@@ -12,16 +12,20 @@ from shared.bus import EventBus, make_redis
 from shared.metrics import Recorder
 from shared.netpolicy import OutboundPolicy
 from shared.queue import enqueue_deliveries, make_celery
-from shared.routing import BUILTIN, Route, Router
+from shared.routing import ANTHROPIC, BUILTIN, CHAT_COMPLETIONS, OPENAI_RESPONSES, Route, Router
 from shared.settings import Settings
 from shared.store import Store, make_engine
 from shared.store.webhooks import WebhookStore
 from worker.cancels import CancelWatch
 from worker.deps import Limits, RunDeps
 from worker.drain import Drain
+from worker.fetch import Fetcher
+from worker.providers.anthropic import AnthropicProvider
 from worker.providers.base import Provider
 from worker.providers.builtin import BuiltinModel
 from worker.providers.chat_completions import ChatCompletionsProvider
+from worker.providers.http_stream import StreamingHttpProvider
+from worker.providers.openai_responses import ResponsesProvider
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class Runtime:
             metrics=self.metrics,
             drain=drain,
             cancels=self.cancels,
+            fetch=Fetcher(self.http, self.outbound, self.settings.max_fetch_bytes),
         )
 
     def provider_for(self, model: str) -> Provider:
@@ -62,17 +67,26 @@ class Runtime:
         return found
 
 
+HTTP_PROVIDERS: dict[str, type[StreamingHttpProvider]] = {
+    CHAT_COMPLETIONS: ChatCompletionsProvider,
+    OPENAI_RESPONSES: ResponsesProvider,
+    ANTHROPIC: AnthropicProvider,
+}
+
+
 def make_provider(route: Route, settings: Settings) -> Provider:
     if route.provider == BUILTIN:
         return BuiltinModel()
     assert route.base_url is not None
-    return ChatCompletionsProvider(
+    return HTTP_PROVIDERS[route.provider](
         base_url=route.base_url,
         api_key=route.api_key(),
         upstream_model=route.upstream_model,
         timeout=route.timeout_seconds or settings.upstream_timeout_seconds,
         retries=settings.upstream_retries,
         retry_budget_seconds=settings.upstream_retry_budget_seconds,
+        auth_header=route.auth_header,
+        max_output_tokens=route.max_output_tokens,
     )
 
 

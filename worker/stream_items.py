@@ -35,6 +35,7 @@ class OpenItem:
     part: str | None = None  # open content part of a message: "output_text" / "refusal"
     tool_index: int | None = None
     buffer: list[str] = field(default_factory=list)
+    summary_key: int | None = None  # the upstream's number of a reasoning item's open part
 
 
 def mcp_list_tools_item(item_id: str, server_label: str) -> dict[str, Any]:
@@ -102,4 +103,5 @@ def add_usage(a: base.Usage, b: base.Usage) -> base.Usage:
         a.output_tokens + b.output_tokens,
         a.reasoning_tokens + b.reasoning_tokens,
         a.cached_tokens + b.cached_tokens,
+        a.cache_write_tokens + b.cache_write_tokens,
     )

@@ -23,6 +23,7 @@ from shared.schema.events import (
     McpCallArgumentsDelta,
     McpCallArgumentsDone,
     McpEvent,
+    OutputItemEvent,
     OutputTextDelta,
     OutputTextDone,
     ReasoningSummaryPartEvent,
@@ -57,12 +58,16 @@ class StreamState:
         *,
         mcp: Callable[[str], McpTarget | None] = _no_mcp,
         tool_budget: int | None = None,
+        reveal_encrypted: bool = False,
     ) -> None:
         """``mcp``: the MCP tool behind a function name the model calls, if any (asked when
         the call starts: the run's toolbox learns the names as it lists servers).
         ``tool_budget``: the tool calls this response may still make (``max_tool_calls``);
-        calls the model starts beyond it are ignored."""
+        calls the model starts beyond it are ignored. ``reveal_encrypted``: the request
+        ``include``s ``reasoning.encrypted_content``, so events show it; ``output`` always keeps
+        it (the next turn sends it upstream again)."""
         self.new_id = new_id
+        self.reveal_encrypted = reveal_encrypted
         self.mcp = mcp
         self.tool_budget = tool_budget
         self.output: list[dict[str, Any]] = []
@@ -84,7 +89,9 @@ class StreamState:
         if isinstance(delta, base.RefusalDelta):
             return self._message_delta("refusal", delta.text)
         if isinstance(delta, base.ReasoningDelta):
-            return self._reasoning_delta(delta.text)
+            return self._reasoning_delta(delta.text, delta.part)
+        if isinstance(delta, base.ReasoningDone):
+            return self._reasoning_done(delta.encrypted_content)
         if isinstance(delta, base.ToolCallDelta):
             return self._tool_delta(delta)
         if isinstance(delta, base.Usage):
@@ -162,7 +169,11 @@ class StreamState:
         item = self.output[index]
         if status is not None:
             item["status"] = status
-        return [item_event(True, index, item)]
+        event = item_event(True, index, item)
+        if item.get("encrypted_content") and not self.reveal_encrypted:
+            assert isinstance(event, OutputItemEvent)
+            event.item["encrypted_content"] = None
+        return [event]
 
     def _mcp_event(self, name: str, index: int) -> StreamEvent:
         return McpEvent(
@@ -263,7 +274,9 @@ class StreamState:
 
     # ---- reasoning -------------------------------------------------------------------
 
-    def _reasoning_delta(self, text: str) -> list[StreamEvent]:
+    def _reasoning_delta(self, text: str, key: int) -> list[StreamEvent]:
+        """Summary text; ``key`` is the upstream's number for its part: a new one closes the
+        open part and opens the next."""
         events: list[StreamEvent] = []
         current = self._open
         if current is None or current.kind != "reasoning":
@@ -271,36 +284,58 @@ class StreamState:
             item = it.reasoning_item(self.new_id(ids.REASONING))
             current, added = self._start(item, "reasoning")
             events.append(added)
+        item = self.output[current.index]
+        if current.summary_key is not None and current.summary_key != key:
+            events += self._close_summary(current)
+        where = {
+            "item_id": item["id"],
+            "output_index": current.index,
+            "summary_index": len(item["summary"]),
+        }
+        if current.summary_key is None:
+            current.summary_key = key
+            part = {"type": "summary_text", "text": ""}
             events.append(
                 ReasoningSummaryPartEvent(
-                    type="response.reasoning_summary_part.added",
-                    item_id=item["id"],
-                    output_index=current.index,
-                    summary_index=0,
-                    part={"type": "summary_text", "text": ""},
+                    type="response.reasoning_summary_part.added", **where, part=part
                 )
             )
-        item = self.output[current.index]
         current.buffer.append(text)
-        events.append(
-            ReasoningSummaryTextDelta(
-                item_id=item["id"], output_index=current.index, summary_index=0, delta=text
-            )
-        )
+        events.append(ReasoningSummaryTextDelta(**where, delta=text))
         return events
 
     def _close_summary(self, current: OpenItem) -> list[StreamEvent]:
+        """Close the open summary part of a reasoning item, if one is open."""
+        if current.summary_key is None:
+            return []
         item = self.output[current.index]
         text = "".join(current.buffer)
         part = {"type": "summary_text", "text": text}
-        item["summary"] = [part]
-        where = {"item_id": item["id"], "output_index": current.index, "summary_index": 0}
+        where = {
+            "item_id": item["id"],
+            "output_index": current.index,
+            "summary_index": len(item["summary"]),
+        }
+        item["summary"].append(part)
+        current.summary_key, current.buffer = None, []
         return [
             ReasoningSummaryTextDone(**where, text=text),
             ReasoningSummaryPartEvent(
                 type="response.reasoning_summary_part.done", **where, part=dict(part)
             ),
         ]
+
+    def _reasoning_done(self, encrypted_content: str | None) -> list[StreamEvent]:
+        """The reasoning item is complete (one with no summary opens and closes here)."""
+        events: list[StreamEvent] = []
+        current = self._open
+        if current is None or current.kind != "reasoning":
+            events += self._close("completed")
+            current, added = self._start(it.reasoning_item(self.new_id(ids.REASONING)), "reasoning")
+            events.append(added)
+        if encrypted_content is not None:
+            self.output[current.index]["encrypted_content"] = encrypted_content
+        return events + self._close("completed")
 
     # ---- function calls --------------------------------------------------------------
 

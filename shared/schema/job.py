@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.schema.tools import Tool
 
 DEFAULT_TEXT = {"format": {"type": "text"}, "verbosity": "medium"}
+ENCRYPTED_REASONING = "reasoning.encrypted_content"
+# Kept with the job, not echoed on the Response (``shared.schema.response.response_object``).
+UNECHOED = ("include",)
 
 
 class ConversationRef(BaseModel):
@@ -57,6 +60,7 @@ class JobSpec(BaseModel):
     truncation: str = "disabled"
     user: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
+    include: list[str] = Field(default_factory=list)  # the create's ``include`` (not echoed)
 
     @property
     def conversation_id(self) -> str | None:

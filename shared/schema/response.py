@@ -12,7 +12,14 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
-from shared.schema.job import DEFAULT_TEXT, ConversationRef, JobSpec, ReasoningSpec
+from shared.schema.job import (
+    DEFAULT_TEXT,
+    ENCRYPTED_REASONING,
+    UNECHOED,
+    ConversationRef,
+    JobSpec,
+    ReasoningSpec,
+)
 from shared.schema.requests import CreateResponseRequest
 from shared.schema.tools import FunctionTool, McpTool
 
@@ -97,6 +104,7 @@ def job_spec(
         truncation=req.truncation or "disabled",
         user=req.user,
         metadata=dict(req.metadata or {}),
+        include=list(req.include or []),
     )
 
 
@@ -112,11 +120,16 @@ def response_object(
     incomplete_details: dict[str, Any] | None = None,
     usage: dict[str, Any] | None = None,
     truncation_details: dict[str, Any] | None = None,
+    include: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The Response as JSON-ready data, fields in OpenAI's order.
 
     ``truncation_details`` is resq's own field, present only when ``truncation: "auto"``
-    dropped items from the context: ``{"dropped_items", "dropped_input_tokens"}``."""
+    dropped items from the context: ``{"dropped_items", "dropped_input_tokens"}``. A reasoning
+    item's ``encrypted_content`` shows only when ``include`` (else the create's) asks for it."""
+    wanted = params.get("include", ()) if include is None else include
+    if ENCRYPTED_REASONING not in wanted:
+        output = [_without_encrypted(item) for item in output]
     body = {
         "id": response_id,
         "object": "response",
@@ -127,19 +140,32 @@ def response_object(
         "incomplete_details": incomplete_details,
         "output": output,
         "usage": usage,
-        **params,
+        **{k: v for k, v in params.items() if k not in UNECHOED},
     }
     if truncation_details is not None:
         body["truncation_details"] = truncation_details
     return body
 
 
+def _without_encrypted(item: dict[str, Any]) -> dict[str, Any]:
+    if item.get("type") != "reasoning" or not item.get("encrypted_content"):
+        return item
+    return {**item, "encrypted_content": None}
+
+
 def usage_object(
-    input_tokens: int, output_tokens: int, reasoning_tokens: int = 0, cached_tokens: int = 0
+    input_tokens: int,
+    output_tokens: int,
+    reasoning_tokens: int = 0,
+    cached_tokens: int = 0,
+    cache_write_tokens: int = 0,
 ) -> dict[str, Any]:
     return {
         "input_tokens": input_tokens,
-        "input_tokens_details": {"cached_tokens": cached_tokens, "cache_write_tokens": 0},
+        "input_tokens_details": {
+            "cached_tokens": cached_tokens,
+            "cache_write_tokens": cache_write_tokens,
+        },
         "output_tokens": output_tokens,
         "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
         "total_tokens": input_tokens + output_tokens,

@@ -3,7 +3,7 @@ and deleting it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,9 +136,11 @@ class ResponseStore(ItemStore):
         row: ResponseRow,
         output: list[dict[str, Any]] | None = None,
         status: str | None = None,
+        include: Sequence[str] | None = None,
     ) -> dict[str, Any]:
         """The Response object for a row (reads its output items unless given; ``status``
-        overrides the stored one, for lifecycle snapshots)."""
+        overrides the stored one, for lifecycle snapshots; ``include`` overrides the create's,
+        ``shared.schema.response.response_object``)."""
         if output is None:
             output = self.items(response_id=row.id, kind=OUTPUT)
         return response_object(
@@ -152,6 +154,7 @@ class ResponseStore(ItemStore):
             incomplete_details=row.incomplete_details,
             usage=row.usage,
             truncation_details=row.truncation_details,
+            include=include,
         )
 
     def delete_response(self, *, response_id: str, tenant: str) -> bool:

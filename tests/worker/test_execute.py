@@ -24,8 +24,8 @@ from worker.providers.base import Provider, TextDelta
 from worker.providers.builtin import BuiltinModel
 
 
-def submit(store: Store, text: str, **body: Any) -> str:
-    req = parse_create_request({"model": "resq-builtin", "input": text, **body})
+def submit(store: Store, message: str, **body: Any) -> str:
+    req = parse_create_request({"model": "resq-builtin", "input": message, **body})
     row = ResponseRow(
         id=f"resp_test{time.monotonic_ns()}",
         tenant="t",

@@ -23,7 +23,22 @@ class RefusalDelta:
 
 @dataclass(frozen=True)
 class ReasoningDelta:
+    """Reasoning summary text; ``part`` is the summary part it belongs to (a new index opens a
+    new part of the same reasoning item)."""
+
     text: str
+    part: int = 0
+
+
+@dataclass(frozen=True)
+class ReasoningDone:
+    """The reasoning item the model was writing is complete. ``encrypted_content`` is what the
+    upstream needs to see it again on a later turn (OpenAI's ``encrypted_content``, Anthropic's
+    signed thinking block), kept with the item and shown to a client that ``include``s
+    ``reasoning.encrypted_content``. A ``ReasoningDone`` with no summary before it is a
+    reasoning item with no readable text (Anthropic's ``redacted_thinking``)."""
+
+    encrypted_content: str | None = None
 
 
 @dataclass(frozen=True)
@@ -39,7 +54,8 @@ class Usage:
     input_tokens: int
     output_tokens: int
     reasoning_tokens: int = 0
-    cached_tokens: int = 0
+    cached_tokens: int = 0  # input tokens read from the upstream's prompt cache
+    cache_write_tokens: int = 0  # input tokens written to it (Anthropic's cache_creation)
 
 
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
@@ -50,7 +66,7 @@ class Finish:
     reason: FinishReason
 
 
-Delta = TextDelta | RefusalDelta | ReasoningDelta | ToolCallDelta | Usage | Finish
+Delta = TextDelta | RefusalDelta | ReasoningDelta | ReasoningDone | ToolCallDelta | Usage | Finish
 
 
 class ProviderError(Exception):
