@@ -12,7 +12,7 @@ import pytest
 from shared.routing import Route, Router
 from shared.settings import SettingsError
 from worker.fetch import inline_files
-from worker.providers import anthropic, openai_responses
+from worker.providers import anthropic, chat_completions, openai_responses
 from worker.providers.base import ProviderRequest
 
 PDF_B64 = base64.b64encode(b"%PDF-1.4 fake").decode()
@@ -268,3 +268,19 @@ base_url = "http://vllm:8000/v1"
     with pytest.raises(SettingsError, match="needs a 'base_url'"):
         Router.from_file(bad)
     assert Route("x", "anthropic") != claude
+
+
+def test_chat_completions_takes_inline_images_and_files() -> None:
+    pdf = {"type": "input_file", "filename": "a.pdf", "file_data": PDF_B64}
+    image = {"type": "input_image", "image_url": PNG_URL, "detail": "low"}
+    messages = chat_completions.to_messages(
+        request(user({"type": "input_text", "text": "see"}, image, pdf))
+    )
+    assert messages[0]["content"] == [
+        {"type": "text", "text": "see"},
+        {"type": "image_url", "image_url": {"url": PNG_URL, "detail": "low"}},
+        {
+            "type": "file",
+            "file": {"file_data": f"data:application/pdf;base64,{PDF_B64}", "filename": "a.pdf"},
+        },
+    ]

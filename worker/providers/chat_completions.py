@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from shared.media import Media, media_of
 from worker.providers.base import (
     Delta,
     Finish,
@@ -49,11 +50,24 @@ def _content_parts(item: dict[str, Any]) -> str | list[dict[str, Any]]:
             parts.append({"type": "text", "text": part.get("text", "")})
         elif ptype == "refusal":
             parts.append({"type": "text", "text": part.get("refusal", "")})
-        elif ptype == "input_image" and part.get("image_url"):
-            parts.append({"type": "image_url", "image_url": {"url": part["image_url"]}})
+        elif (media := media_of(part)) is not None:
+            parts.append(_media_part(media))
     if all(p["type"] == "text" for p in parts):
         return "".join(p["text"] for p in parts)
     return parts
+
+
+def _media_part(media: Media) -> dict[str, Any]:
+    """An image as ``image_url`` (a URL or a data URL), a file as OpenAI's ``file`` part."""
+    if media.kind == "image":
+        image: dict[str, Any] = {"url": media.url or media.data_url}
+        if media.detail:
+            image["detail"] = media.detail
+        return {"type": "image_url", "image_url": image}
+    file: dict[str, Any] = {"file_data": media.data_url}
+    if media.filename:
+        file["filename"] = media.filename
+    return {"type": "file", "file": file}
 
 
 def to_messages(request: ProviderRequest) -> list[dict[str, Any]]:
