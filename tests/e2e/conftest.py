@@ -1,6 +1,7 @@
 """The real stack for end-to-end tests: a Redis server, the API under gunicorn, a Celery
-worker and a fake Chat Completions upstream, all as separate processes on 127.0.0.1. Tests
-talk to it with the official ``openai`` SDK over HTTP."""
+worker and fake upstreams (Chat Completions, Responses, Anthropic Messages), all as separate
+processes on 127.0.0.1 (the fakes as threads of the test process). Tests talk to it with the
+official ``openai`` SDK over HTTP."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from ops.embedded_redis import EmbeddedRedis, free_port
 from ops.launcher import api_command, stop_all, wait_healthy, worker_command
 from shared.settings import Settings
 from shared.store import migrate
+from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.responses_upstream import FakeResponses
 from tests.fakes.upstream import FakeUpstream
 
 KEY_A = "sk-test-tenant-a-0123456789"
@@ -37,6 +40,8 @@ class Stack:
     upstream: FakeUpstream
     worker_pid: int
     root_url_2: str
+    anthropic: FakeAnthropic
+    responses: FakeResponses
 
     sdk_http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=60))
     _redis: redis.Redis | None = None
@@ -77,7 +82,17 @@ class Stack:
         )
 
 
-def _models_file(path: Path, upstream: FakeUpstream, dead_port: int) -> Path:
+ANTHROPIC_KEY = "sk-ant-upstream-secret"
+RESPONSES_KEY = "sk-responses-upstream-secret"
+
+
+def _models_file(
+    path: Path,
+    upstream: FakeUpstream,
+    dead_port: int,
+    anthropic: FakeAnthropic,
+    responses: FakeResponses,
+) -> Path:
     path.write_text(
         f"""
 [[route]]
@@ -109,6 +124,29 @@ match = "upstream-dead"
 provider = "ollama"
 base_url = "http://127.0.0.1:{dead_port}/v1"
 tokenize_url = "http://127.0.0.1:{dead_port}/tokenize"
+
+[[route]]
+match = "claude-e2e"
+provider = "anthropic"
+base_url = "{anthropic.base_url}"
+api_key_env = "RESQ_TEST_ANTHROPIC_KEY"
+upstream_model = "claude-fake-1"
+json_retries = 2
+
+[[route]]
+match = "responses-e2e"
+provider = "openai_responses"
+base_url = "{responses.base_url}"
+api_key_env = "RESQ_TEST_RESPONSES_KEY"
+upstream_model = "gpt-fake-1"
+json_retries = 2
+
+[[route]]
+match = "responses-reasoner"
+provider = "openai_responses"
+base_url = "{responses.base_url}"
+api_key_env = "RESQ_TEST_RESPONSES_KEY"
+accepts = {{ temperature = false, top_p = false, images = false }}
 """
     )
     return path
@@ -120,6 +158,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     log_dir = root / "logs"
     log_dir.mkdir()
     upstream = FakeUpstream().start()
+    anthropic = FakeAnthropic(api_key=ANTHROPIC_KEY).start()
+    responses = FakeResponses(api_key=RESPONSES_KEY).start()
     redis_server = EmbeddedRedis(root / "redis", persist=False).start()
     database_url = f"sqlite:///{root / 'resq.db'}"
     migrate.upgrade(database_url)
@@ -131,7 +171,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "REDIS_URL": redis_server.url,
         "DATABASE_URL": database_url,
         "RESQ_API_KEYS": f"{KEY_A}:tenant-a,{KEY_B}:tenant-b",
-        "RESQ_MODELS_FILE": str(_models_file(root / "models.toml", upstream, free_port())),
+        "RESQ_MODELS_FILE": str(
+            _models_file(root / "models.toml", upstream, free_port(), anthropic, responses)
+        ),
+        "RESQ_TEST_ANTHROPIC_KEY": ANTHROPIC_KEY,
+        "RESQ_TEST_RESPONSES_KEY": RESPONSES_KEY,
+        "RESQ_OUTBOUND_ALLOW_LOOPBACK": "true",  # file_url fetches from a test server
         "RESQ_SYNC_TIMEOUT_SECONDS": str(SYNC_TIMEOUT_SECONDS),
         "RESQ_WORKER_CONCURRENCY": "50",
         "RESQ_TEST_UPSTREAM_KEY": "sk-upstream-secret",
@@ -164,6 +209,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             upstream=upstream,
             worker_pid=processes[1].pid,
             root_url_2=f"http://127.0.0.1:{port_2}",
+            anthropic=anthropic,
+            responses=responses,
         )
         yield running
         running.close()
@@ -173,6 +220,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             log.close()
         redis_server.stop()
         upstream.stop()
+        anthropic.stop()
+        responses.stop()
 
 
 @pytest.fixture

@@ -52,26 +52,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import re
-import sys
-import threading
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, TypedDict
+from typing import Any
 
-DEFAULT_TEXT = "Hello from upstream"
+from tests.fakes.http_fake import DEFAULT_TEXT as DEFAULT_TEXT
+from tests.fakes.http_fake import FakeHandler, HttpFake, calls_of, content_of, script_in, split
+from tests.fakes.http_fake import ReceivedRequest as ReceivedRequest  # re-exported
+
 DEFAULT_PROMPT_TOKENS = 11
 DEFAULT_CACHED_TOKENS = 0
-_SCRIPT = re.compile(r"upstream:\s*(?=\{)")
 _CREATED = 1_700_000_000
-
-
-class ReceivedRequest(TypedDict):
-    method: str
-    path: str
-    headers: dict[str, str]  # names lower-cased
-    body: dict[str, Any] | None  # the JSON body; None for a GET or a body that is not JSON
 
 
 @dataclass
@@ -95,59 +86,23 @@ def script_of(body: dict[str, Any]) -> dict[str, Any]:
     content = users[-1].get("content")
     if isinstance(content, list):
         content = "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    match = _SCRIPT.search(content or "")
-    if not match:
-        return {}
-    script, _ = json.JSONDecoder().raw_decode(content, match.end())
-    return script if isinstance(script, dict) else {}
-
-
-def _split(text: str, pieces: int | None) -> list[str]:
-    """``text`` in ``pieces`` near-equal chunks, or at word boundaries when not given."""
-    if pieces is None:
-        return re.findall(r"\s*\S+", text) or [text]
-    size = -(-len(text) // max(pieces, 1)) or 1
-    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
-
-
-def _content(script: dict[str, Any]) -> list[str]:
-    tokens = script.get("tokens")
-    if "text" not in script and tokens is not None:
-        return [f"tok{i} " for i in range(int(tokens))]
-    return _split(str(script.get("text", DEFAULT_TEXT)), tokens)
+    return script_in([content or ""])
 
 
 def _calls(script: dict[str, Any]) -> list[dict[str, Any]]:
-    calls = script.get("calls") or [
-        {
-            "id": script.get("call_id", "call_fake_1"),
-            "name": script.get("name", "get_weather"),
-            "arguments": script.get("arguments", {"city": "Paris"}),
-        }
-    ]
-    out = []
-    for i, call in enumerate(calls):
-        args = call.get("arguments", "{}")
-        args = args if isinstance(args, str) else json.dumps(args)
-        out.append(
-            {
-                "id": call.get("id", f"call_fake_{i + 1}"),
-                "name": call["name"],
-                "pieces": _split(args, int(script.get("chunks", 3))),
-            }
-        )
-    return out
+    calls = calls_of(script, "call_fake_")
+    return [{"id": call.id, "name": call.name, "pieces": call.pieces} for call in calls]
 
 
 def reply_for(script: dict[str, Any]) -> Reply:
     mode = script.get("mode", "text")
     if mode == "reasoning":
         text = str(script.get("reasoning", "Thinking about the question."))
-        return Reply(reasoning=_split(text, None), content=_content(script))
+        return Reply(reasoning=split(text, None), content=content_of(script))
     if mode == "refusal":
-        return Reply(refusal=_split(str(script.get("text", "I can't help with that.")), None))
+        return Reply(refusal=split(str(script.get("text", "I can't help with that.")), None))
     if mode == "tool_calls":
-        content = _content(script) if "text" in script else []
+        content = content_of(script) if "text" in script else []
         return Reply(content=content, calls=_calls(script), finish_reason="tool_calls")
     if mode == "error_midstream":
         error = {
@@ -155,10 +110,10 @@ def reply_for(script: dict[str, Any]) -> Reply:
             "type": script.get("type", "server_error"),
             "code": script.get("code"),
         }
-        return Reply(content=_content(script), error=error)
+        return Reply(content=content_of(script), error=error)
     if mode == "truncate":
-        return Reply(content=_content(script), truncated=True)
-    return Reply(content=_content(script), finish_reason="length" if mode == "length" else "stop")
+        return Reply(content=content_of(script), truncated=True)
+    return Reply(content=content_of(script), finish_reason="length" if mode == "length" else "stop")
 
 
 def usage_of(reply: Reply, script: dict[str, Any]) -> dict[str, Any]:
@@ -252,53 +207,34 @@ def error_body(status: int, script: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    timeout = 10  # seconds a connection may sit without sending its request
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
-        pass
-
-    def _json(
-        self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
-    ) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Connection", "close")
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _record(self, body: dict[str, Any] | None) -> None:
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        received = ReceivedRequest(method=self.command, path=self.path, headers=headers, body=body)
-        self.server.fake.requests.append(received)
+class _Handler(FakeHandler):
+    @property
+    def fake(self) -> FakeUpstream:
+        fake = self.server.fake
+        assert isinstance(fake, FakeUpstream)
+        return fake
 
     def _authorized(self) -> bool:
-        key = self.server.fake.api_key
+        key = self.fake.api_key
         if key is None or self.headers.get("Authorization") == f"Bearer {key}":
             return True
         err = {"message": "Incorrect API key provided.", "type": "invalid_request_error"}
-        self._json(401, {"error": {**err, "param": None, "code": "invalid_api_key"}})
+        self.send_json(401, {"error": {**err, "param": None, "code": "invalid_api_key"}})
         return False
 
     def do_GET(self) -> None:
         self.close_connection = True
-        self._record(None)
+        self.record(None)
         if not self._authorized():
             return
         if self.path.rstrip("/") != "/v1/models":
-            self._json(404, error_body(404, {"message": f"no route {self.path}"}))
+            self.send_json(404, error_body(404, {"message": f"no route {self.path}"}))
             return
         data = [
             {"id": m, "object": "model", "created": _CREATED, "owned_by": "fake-upstream"}
-            for m in self.server.fake.models
+            for m in self.fake.models
         ]
-        self._json(200, {"object": "list", "data": data})
+        self.send_json(200, {"object": "list", "data": data})
 
     def do_POST(self) -> None:
         self.close_connection = True  # one request per connection: nothing lingers on stop()
@@ -307,17 +243,17 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(self.rfile.read(length) or b"{}")
             script = script_of(body)
         except ValueError as exc:
-            self._record(None)
-            self._json(400, error_body(400, {"message": f"bad JSON: {exc}"}))
+            self.record(None)
+            self.send_json(400, error_body(400, {"message": f"bad JSON: {exc}"}))
             return
-        self._record(body)
+        self.record(body)
         if not self._authorized():
             return
         if self.path.rstrip("/") == "/tokenize":
-            self._json(200, tokenize(body))
+            self.send_json(200, tokenize(body))
             return
         if self.path.rstrip("/") != "/v1/chat/completions":
-            self._json(404, error_body(404, {"message": f"no route {self.path}"}))
+            self.send_json(404, error_body(404, {"message": f"no route {self.path}"}))
             return
         mode = script.get("mode", "text")
         if mode == "hang" and self.server.stopping.wait(float(script.get("seconds", 30))):
@@ -326,14 +262,14 @@ class _Handler(BaseHTTPRequestHandler):
             status = int(script.get("status", 500))
             retry = script.get("retry_after")
             headers = {"Retry-After": str(retry)} if retry is not None else None
-            self._json(status, error_body(status, script), headers)
+            self.send_json(status, error_body(status, script), headers)
             return
-        if mode == "flaky" and self.server.fake.flaky_fails(script):
+        if mode == "flaky" and self.fake.flaky_fails(script):
             self._flaky_failure(body, script)
             return
         reply = reply_for(script)
         if not body.get("stream"):
-            self._json(200, completion_of(reply, body, script))
+            self.send_json(200, completion_of(reply, body, script))
             return
         self._stream(reply, body, script)
 
@@ -348,23 +284,13 @@ class _Handler(BaseHTTPRequestHandler):
             headers["Retry-After"] = str(script["retry_after"])
         if script.get("retry_after_ms") is not None:
             headers["retry-after-ms"] = str(script["retry_after_ms"])
-        self._json(status, error_body(status, script), headers)
-
-    def _send_event(self, payload: str) -> None:
-        data = f"data: {payload}\n\n".encode()
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        self.wfile.flush()
+        self.send_json(status, error_body(status, script), headers)
 
     def _stream(self, reply: Reply, body: dict[str, Any], script: dict[str, Any]) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("Connection", "close")
-        self.end_headers()
+        self.start_sse()
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         base: dict[str, Any] = {
-            "id": f"chatcmpl-fake-{len(self.server.fake.requests)}",
+            "id": f"chatcmpl-fake-{len(self.fake.requests)}",
             "object": "chat.completion.chunk",
             "created": _CREATED,
             "model": body.get("model", "fake-model"),
@@ -377,33 +303,21 @@ class _Handler(BaseHTTPRequestHandler):
             if delay and self.server.stopping.wait(delay):
                 return
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-            self._send_event(json.dumps({**base, "choices": [choice]}))
+            self.send_sse(json.dumps({**base, "choices": [choice]}))
         if reply.error is not None:
-            self._send_event(json.dumps({"error": reply.error}))
+            self.send_sse(json.dumps({"error": reply.error}))
         elif include_usage and not reply.truncated:
-            self._send_event(json.dumps({**base, "choices": [], "usage": usage_of(reply, script)}))
+            self.send_sse(json.dumps({**base, "choices": [], "usage": usage_of(reply, script)}))
         if not reply.truncated:
-            self._send_event("[DONE]")
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
+            self.send_sse("[DONE]")
+        self.end_sse()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], fake: FakeUpstream) -> None:
-        self.fake = fake
-        self.stopping = threading.Event()
-        super().__init__(address, _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that went away mid-answer (a cancel, a timeout) is not an error here."""
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
-class FakeUpstream:
+class FakeUpstream(HttpFake):
     """The fake server. ``requests`` holds every request received, oldest first."""
+
+    handler = _Handler
+    base_path = "/v1"
 
     def __init__(
         self,
@@ -413,65 +327,13 @@ class FakeUpstream:
         api_key: str | None = None,
         models: tuple[str, ...] = ("fake-model",),
     ) -> None:
-        self.host = host
-        self.port = port
-        self.api_key = api_key
+        super().__init__(host=host, port=port, api_key=api_key)
         self.models = models
-        self.requests: list[ReceivedRequest] = []
-        self.flaky_seen: dict[str, int] = {}  # ``flaky`` requests received, per key
-        self._flaky_lock = threading.Lock()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     def flaky_fails(self, script: dict[str, Any]) -> bool:
         """Count one ``flaky`` request for its key; True while it is one of the failures."""
-        key = str(script.get("key", ""))
-        with self._flaky_lock:
-            seen = self.flaky_seen.get(key, 0)
-            self.flaky_seen[key] = seen + 1
+        seen = self.count(self.flaky_seen, str(script.get("key", "")))
         return seen < int(script.get("failures", 1))
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
-
-    def start(self) -> FakeUpstream:
-        self._server = _Server((self.host, self.port), self)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="fake-upstream",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        """Serve in the calling thread (the subprocess entrypoint)."""
-        self._server = _Server((self.host, self.port), self)
-        self.port = self._server.server_address[1]
-        print(self.base_url, flush=True)
-        try:
-            self._server.serve_forever(poll_interval=0.05)
-        finally:
-            self._server.server_close()
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
-
-    def __enter__(self) -> FakeUpstream:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def main(argv: list[str] | None = None) -> None:
