@@ -172,7 +172,7 @@ class StreamState:
         event = item_event(True, index, item)
         if item.get("encrypted_content") and not self.reveal_encrypted:
             assert isinstance(event, OutputItemEvent)
-            event.item["encrypted_content"] = None
+            del event.item["encrypted_content"]
         return [event]
 
     def _mcp_event(self, name: str, index: int) -> StreamEvent:

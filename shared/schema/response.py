@@ -150,7 +150,7 @@ def response_object(
 def _without_encrypted(item: dict[str, Any]) -> dict[str, Any]:
     if item.get("type") != "reasoning" or not item.get("encrypted_content"):
         return item
-    return {**item, "encrypted_content": None}
+    return {k: v for k, v in item.items() if k != "encrypted_content"}
 
 
 def usage_object(
