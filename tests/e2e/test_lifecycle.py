@@ -223,6 +223,9 @@ def test_models_list_shows_routes(client: openai.OpenAI) -> None:
         "upstream-fast",
         "upstream-slow",
         "upstream-dead",
+        "claude-e2e",
+        "responses-e2e",
+        "responses-reasoner",
     ]
     assert client.models.retrieve("resq-builtin").owned_by == "builtin"
 

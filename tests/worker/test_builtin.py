@@ -16,7 +16,7 @@ from worker.providers.base import (
     ToolCallDelta,
     Usage,
 )
-from worker.providers.builtin import BuiltinModel, tokens
+from worker.providers.builtin import BuiltinModel, describe, tokens
 
 
 def request(text: str, **kwargs: object) -> ProviderRequest:
@@ -131,3 +131,24 @@ def test_bad_script_is_a_provider_error() -> None:
 
 def test_reasoning_delta_type_is_distinct() -> None:
     assert ReasoningDelta("x") != TextDelta("x")
+
+
+def test_describe_names_images_and_files() -> None:
+    item = {
+        "type": "message",
+        "role": "user",
+        "content": [
+            {"type": "input_text", "text": "look"},
+            {"type": "input_image", "image_url": "https://example.com/cat.png"},
+            {"type": "input_image", "image_url": "data:image/png;base64,AAAA"},
+            {
+                "type": "input_file",
+                "filename": "r.pdf",
+                "file_data": "data:application/pdf;base64,AA==",
+            },
+        ],
+    }
+    assert describe(None, [item]) == (
+        "instructions: - | user: look [image https://example.com/cat.png] [image image/png]"
+        " [file r.pdf application/pdf]"
+    )

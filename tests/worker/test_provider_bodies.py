@@ -5,6 +5,8 @@ the streams themselves are tested against the fake upstreams in tests/worker/tes
 from __future__ import annotations
 
 import base64
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ from shared.routing import Route, Router
 from shared.settings import SettingsError
 from worker.fetch import inline_files
 from worker.providers import anthropic, chat_completions, openai_responses
-from worker.providers.base import ProviderRequest
+from worker.providers.base import Finish, ProviderRequest
 
 PDF_B64 = base64.b64encode(b"%PDF-1.4 fake").decode()
 PNG_URL = "data:image/png;base64,iVBORw0KGgo="
@@ -284,3 +286,46 @@ def test_chat_completions_takes_inline_images_and_files() -> None:
             "file": {"file_data": f"data:application/pdf;base64,{PDF_B64}", "filename": "a.pdf"},
         },
     ]
+
+
+WIRE = Path(__file__).parent.parent / "fakes" / "wire"
+
+
+def _documented(name: str) -> dict[str, Any]:
+    events: dict[str, Any] = json.loads((WIRE / name).read_text())["events"]
+    return {key: entry["data"] for key, entry in events.items()}
+
+
+def test_the_documented_anthropic_events_parse() -> None:
+    events = _documented("anthropic_messages.json")
+    read = anthropic._Read()
+    deltas = [
+        d
+        for key, data in events.items()
+        if key not in ("error", "message_stop")
+        for d in anthropic.parse_event(data["type"], data, read)
+    ]
+    kinds = {type(d).__name__ for d in deltas}
+    assert {"TextDelta", "ReasoningDelta", "ToolCallDelta"} <= kinds
+    assert read.input_tokens > 0 and read.stop_reason is not None
+    failure = anthropic._stream_error("u", events["error"])
+    assert failure.retryable and "overloaded_error" in failure.detail
+
+
+def test_the_documented_responses_events_parse() -> None:
+    events = _documented("openai_responses.json")
+    deltas = [
+        d for data in events.values() for d in openai_responses.parse_event(data["type"], data)
+    ]
+    kinds = [type(d).__name__ for d in deltas]
+    assert {"TextDelta", "ReasoningDelta", "ReasoningDone", "ToolCallDelta"} <= set(kinds)
+    end = list(
+        openai_responses.ResponsesProvider._end(
+            "response.incomplete", events["response.incomplete"]["response"], False
+        )
+    )
+    assert end[-1] == Finish("length")
+    failed = openai_responses.ResponsesProvider._failure(
+        "u", "response.failed", events["response.failed"]
+    )
+    assert failed.detail

@@ -18,7 +18,8 @@ results: …``, the outputs it got). ``tool_choice`` ``"none"`` stops it calling
 ``"required"`` or a named function without a script makes it call that (or the first) tool
 with ``{}``; ``parallel_tool_calls: false`` keeps one call per round.
 ``{"show_context": true}`` makes it answer with what it was given (``describe``): the
-instructions and every item of its context, in order. Asked for a compaction summary
+instructions and every item of its context, in order (images and files as ``[image …]`` and
+``[file <name> <media type>]``). Asked for a compaction summary
 (``shared.model_context.COMPACTION_PROMPT``), it answers with the same description of everything
 before the request. Input tokens are counted as ``shared.tokens`` counts them for it: one
 per word.
@@ -33,6 +34,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from shared import tokens as token_count
+from shared.media import media_of
 from shared.model_context import COMPACTION_PROMPT
 from worker.providers.base import (
     Delta,
@@ -78,10 +80,25 @@ def _input_tokens(request: ProviderRequest) -> int:
     return token_count.count(request.instructions, request.input_items, method=token_count.BUILTIN)
 
 
+def _describe_media(item: dict[str, Any]) -> str:
+    """`` [image https://…]``, `` [file report.pdf application/pdf]`` for each image or file."""
+    content = item.get("content")
+    out = []
+    for part in content if isinstance(content, list) else []:
+        media = media_of(part) if isinstance(part, dict) else None
+        if media is None:
+            continue
+        if media.kind == "image":
+            out.append(f" [image {media.url or media.media_type}]")
+        else:
+            out.append(f" [file {media.filename or '-'} {media.media_type}]")
+    return "".join(out)
+
+
 def _describe_item(item: dict[str, Any]) -> str:
     itype = item.get("type")
     if itype == "message":
-        return f"{item.get('role')}: {message_text(item)}"
+        return f"{item.get('role')}: {message_text(item)}{_describe_media(item)}"
     if itype == "function_call":
         return f"function_call {item.get('name')}({item.get('arguments', '')})"
     if itype == "function_call_output":

@@ -11,7 +11,8 @@ and sequence numbers from them); a function call keeps the upstream's ``call_id`
 Wire shapes: the Responses streaming events (``response.output_text.delta``,
 ``response.reasoning_summary_text.delta``, ``response.output_item.added`` / ``.done``,
 ``response.function_call_arguments.delta``, ``response.completed`` / ``.incomplete`` /
-``.failed``, ``error``; ../shared/RESPONSES_SPEC.md §4).
+``.failed``, ``error``), as the openai SDK's ``ResponseStreamEvent`` types define them; examples
+with their documentation sources in tests/fakes/wire/openai_responses.json.
 """
 
 from __future__ import annotations
