@@ -12,7 +12,7 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from api import service
 from api.deps import Deps, deps
-from api.responses import list_page, query_int
+from api.query import list_page, query_int
 from shared import keys
 from shared import queue as queues
 from shared.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
@@ -117,12 +117,20 @@ def _inspect(d: Deps) -> dict[str, Any]:
 # ---- responses ------------------------------------------------------------------------------
 
 
+def prompt_label(prompt: Any) -> str | None:
+    """``pmpt_…@2``: the prompt and version a response ran, or None."""
+    if not isinstance(prompt, dict) or not prompt.get("id"):
+        return None
+    return f"{prompt['id']}@{prompt.get('version') or '?'}"
+
+
 def summary(row: ResponseRow) -> dict[str, Any]:
     return {
         "id": row.id,
         "object": "admin.response",
         "tenant": row.tenant,
         "model": row.model,
+        "prompt": prompt_label(row.params.get("prompt")),
         "status": row.status,
         "background": row.background,
         "created_at": row.created_at,

@@ -19,6 +19,7 @@ from api import (
     health,
     models,
     openapi,
+    prompts,
     responses,
     webhook_endpoints,
 )
@@ -52,6 +53,7 @@ BLUEPRINTS = (
     models.bp,
     webhook_endpoints.bp,
     conversations.bp,
+    prompts.bp,
     admin.bp,
     dashboard.bp,
     openapi.bp,

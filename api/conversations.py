@@ -10,7 +10,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from api.body import json_body
 from api.deps import deps
 from api.inputs import resolve_items
-from api.responses import list_page, list_params
+from api.query import list_page, list_params
 from shared import ids
 from shared.errors import InvalidRequest, NotFound
 from shared.schema.conversations import CreateConversation, CreateItems, UpdateConversation

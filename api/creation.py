@@ -13,11 +13,12 @@ from typing import Any
 from api.capabilities import check_accepts, check_json_schema, check_media
 from api.deps import Deps
 from api.inputs import Context, check_context
+from api.prompt_expansion import Expanded, expand
 from api.service import enqueue
 from shared import ids, logs
 from shared.errors import IdempotencyKeyReused, InvalidRequest, ServerError
 from shared.lifecycle import opening_status
-from shared.model_context import fit
+from shared.model_context import fit, instructions_text
 from shared.routing import Route
 from shared.schema.requests import CreateResponseRequest, parse_create_request
 from shared.schema.response import echo_params
@@ -28,9 +29,6 @@ from shared.store.tables import IdempotencyKeyRow, ResponseRow
 
 log = logging.getLogger(__name__)
 
-# Parameters accepted by the wire schema whose features this server does not run yet: a
-# clear 400 rather than silently ignoring what the client asked for.
-NOT_YET_SUPPORTED = ("prompt",)
 # A key whose response is deleted between being found and being read is free again: the
 # create runs anew. Bounded, so a pathological delete loop cannot spin a request forever.
 IDEMPOTENCY_ATTEMPTS = 3
@@ -52,14 +50,16 @@ def body_hash(body: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _check_supported(req: CreateResponseRequest) -> None:
-    for name in NOT_YET_SUPPORTED:
-        if getattr(req, name) is not None:
-            raise InvalidRequest(
-                f"Unsupported parameter: '{name}' is not supported by this resq server yet.",
-                param=name,
-                code="unsupported_parameter",
-            )
+def require_model(model: str | None) -> str:
+    """The model: a request with a ``prompt`` may leave it to the prompt's version."""
+    if model is None:
+        raise InvalidRequest(
+            "Missing required parameter: 'model' (neither the request nor its prompt's "
+            "version names one).",
+            param="model",
+            code="missing_required_parameter",
+        )
+    return model
 
 
 def create(deps: Deps, body: Any, *, tenant: str, idempotency_key: str | None = None) -> Created:
@@ -74,10 +74,9 @@ def create(deps: Deps, body: Any, *, tenant: str, idempotency_key: str | None = 
     written in the response's own transaction, so of two concurrent requests exactly one
     creates the response and the other replays it.
     """
-    req = parse_create_request(body)
-    _check_supported(req)
-    assert req.model is not None
-    route = deps.router.resolve(req.model)
+    expanded = expand(deps, body, tenant=tenant)
+    req = parse_create_request(expanded.body if expanded else body)
+    route = deps.router.resolve(require_model(req.model))
     tools = prepare_tools(req.tools, deps.outbound.check_url)
     context = check_context(
         deps,
@@ -89,7 +88,9 @@ def create(deps: Deps, body: Any, *, tenant: str, idempotency_key: str | None = 
     check_media(context.own_items, deps.outbound)
     check_accepts(route, req, context.own_items)
     check_json_schema(req)
-    row = _new_row(deps, req, route=route, tools=tools, context=context, tenant=tenant)
+    row = _new_row(
+        deps, req, route=route, tools=tools, context=context, tenant=tenant, expanded=expanded
+    )
     logs.set_fields(response_id=row.id, model=row.model)
     key = None
     if idempotency_key is not None:
@@ -110,13 +111,20 @@ def _new_row(
     tools: Tools,
     context: Context,
     tenant: str,
+    expanded: Expanded | None = None,
 ) -> ResponseRow:
     """The response's row, once its context is known to fit: with truncation "disabled", a
-    context that cannot fit is a 400 now, not a failed run."""
+    context that cannot fit is a 400 now, not a failed run. A prompt's rendered instructions
+    (``expanded``) are the Response's instructions."""
     assert req.model is not None
+    params = echo_params(
+        req, model=req.model, conversation_id=context.conversation_id, tools=tools.tools
+    )
+    if expanded is not None:
+        params.update(instructions=expanded.instructions, validation=expanded.validation)
     fit(
         context.items,
-        instructions=req.instructions,
+        instructions=instructions_text(params["instructions"]),
         tools=tools.echo,
         route=route,
         truncation=req.truncation,
@@ -132,9 +140,7 @@ def _new_row(
         created_at=int(time.time()),
         enqueued_at=time.time(),
         previous_response_id=req.previous_response_id,
-        params=echo_params(
-            req, model=req.model, conversation_id=context.conversation_id, tools=tools.tools
-        ),
+        params=params,
         tool_secrets=(
             seal(deps.settings.secret_key, tools.credentials) if tools.credentials else None
         ),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from api.deps import Deps
+from api.prompt_expansion import expand
 from api.service import enqueue, wait_for_end
 from shared.compaction import compaction_job, compaction_result
 from shared.errors import InvalidRequest, NotFound
@@ -152,7 +153,8 @@ def check_context(
 def count_input_tokens(deps: Deps, body: Any, *, tenant: str) -> dict[str, Any]:
     """``POST /v1/responses/input_tokens``: the tokens the request's whole context would
     take (``shared.tokenizer``)."""
-    req = parse_body(InputTokensRequest, body)
+    expanded = expand(deps, body, tenant=tenant)
+    req = parse_body(InputTokensRequest, expanded.body if expanded else body)
     route = deps.router.resolve(req.model) if req.model is not None else None
     context = check_context(
         deps,
@@ -161,11 +163,12 @@ def count_input_tokens(deps: Deps, body: Any, *, tenant: str) -> dict[str, Any]:
         previous_response_id=req.previous_response_id,
         conversation=req.conversation,
     )
+    leading = expanded.instructions if expanded else []
     count = input_tokens(
         route,
         model=req.model or "",
         instructions=req.instructions,
-        items=context.items,
+        items=leading + context.items,
         tools=req.tools or [],
         truncation=req.truncation,
     )
@@ -176,7 +179,8 @@ def compact(deps: Deps, body: Any, *, tenant: str) -> dict[str, Any]:
     """``POST /v1/responses/compact``: the summary runs as a response through the queue like
     any other (``store: false``, so nothing of it stays); ``shared.compaction`` makes the job
     and the answer."""
-    req = parse_body(CompactRequest, body)
+    expanded = expand(deps, body, tenant=tenant)
+    req = parse_body(CompactRequest, expanded.body if expanded else body)
     route = deps.router.resolve(req.model)
     context = check_context(
         deps, tenant=tenant, raw_input=req.input, previous_response_id=req.previous_response_id
@@ -185,7 +189,7 @@ def compact(deps: Deps, body: Any, *, tenant: str) -> dict[str, Any]:
         tenant=tenant,
         model=req.model,
         instructions=req.instructions,
-        items=context.items,
+        items=(expanded.instructions if expanded else []) + context.items,
         route=route,
         now=int(time.time()),
     )

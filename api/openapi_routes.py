@@ -12,10 +12,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from api.admin import OLDER_THAN_MAX
-from api.responses import INT64_MAX
+from api.query import INT64_MAX
 from shared.keys import ALL_QUEUES
 from shared.schema import objects as o
 from shared.schema.conversations import CreateConversation, CreateItems, UpdateConversation
+from shared.schema.prompts import CreatePrompt, PromptVersionBody, UpdatePrompt
 from shared.schema.requests import CompactRequest, CreateResponseRequest, InputTokensRequest
 from shared.schema.response import Status
 from shared.schema.webhooks import CreateEndpoint, RotateSecret, TestEndpoint, UpdateEndpoint
@@ -134,6 +135,21 @@ OPERATIONS: dict[str, Op] = {
     "conversations.list_items": Op("List a conversation's items", o.ItemList, query=PAGE),
     "conversations.retrieve_item": Op("Retrieve a conversation item", o.Item),
     "conversations.delete_item": Op("Delete a conversation item", o.Conversation),
+    # /v1/prompts (resq's own: prompt templates for ``prompt`` on create)
+    "prompts.create": Op(
+        "Create a prompt with its first version", o.Prompt, CreatePrompt, resq=True
+    ),
+    "prompts.list_prompts": Op("List prompts", o.PromptList, query=PAGE, resq=True),
+    "prompts.retrieve": Op("Retrieve a prompt", o.Prompt, resq=True),
+    "prompts.update": Op("Update a prompt", o.Prompt, UpdatePrompt, resq=True),
+    "prompts.delete": Op("Delete a prompt and its versions", o.PromptDeleted, resq=True),
+    "prompts.create_version": Op(
+        "Save a prompt's next version", o.PromptVersion, PromptVersionBody, resq=True
+    ),
+    "prompts.list_versions": Op(
+        "List a prompt's versions", o.PromptVersionList, query=PAGE, resq=True
+    ),
+    "prompts.retrieve_version": Op("Retrieve a prompt version", o.PromptVersion, resq=True),
     # /v1/webhook_endpoints (the openai SDK's client.webhooks), and resq's delivery log
     "webhooks.event_types": Op("List webhook event types", o.EventTypeList),
     "webhooks.create": Op("Create a webhook endpoint", o.WebhookEndpointWithSecret, CreateEndpoint),
@@ -213,6 +229,8 @@ PATH_PARAMS: dict[str, tuple[dict[str, Any], str]] = {
     "response_id": ({"type": "string"}, "A response id (resp_…)."),
     "conversation_id": ({"type": "string"}, "A conversation id (conv_…)."),
     "item_id": ({"type": "string"}, "An item id."),
+    "prompt_id": ({"type": "string"}, "A prompt id (pmpt_…)."),
+    "version": ({"type": "string", "pattern": "^[1-9][0-9]*$"}, "A version number."),
     "endpoint_id": ({"type": "string"}, "A webhook endpoint id."),
     "delivery_id": ({"type": "string"}, "A delivery id (the webhook-id header a receiver saw)."),
     "model": ({"type": "string"}, "A model name the routing table serves."),

@@ -13,7 +13,7 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from api.body import json_body
 from api.deps import Deps, deps
-from api.responses import list_page, query_int
+from api.query import list_page, query_int
 from shared import ids, webhook_sender
 from shared.errors import InvalidRequest, NotFound
 from shared.schema import webhooks as schema

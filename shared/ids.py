@@ -22,6 +22,7 @@ def new_id(prefix: str) -> str:
 
 CONVERSATION = "conv"
 COMPACTION = "cmp"
+PROMPT = "pmpt"
 MCP_CALL = "mcp"
 MCP_LIST_TOOLS = "mcpl"
 MCP_APPROVAL_REQUEST = "mcpr"

@@ -235,3 +235,18 @@ def fit(
     if total > window:
         raise ContextTooLong(total, window, method)
     return Fitted(items[start:], total, start, sum(counts[:start]))
+
+
+# ---- instructions: a string, or the input items a prompt rendered (``api.prompt_expansion``)
+
+
+def instruction_items(instructions: str | list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The items a prompt's instructions are (seen by the model before the context), or []."""
+    return list(instructions) if isinstance(instructions, list) else []
+
+
+def instructions_text(instructions: str | list[dict[str, Any]] | None) -> str | None:
+    """The instructions as text, for counting: a string as it is, a prompt's items joined."""
+    if isinstance(instructions, list):
+        return "\n".join(tokens.item_text(item) for item in instructions) or None
+    return instructions

@@ -178,9 +178,20 @@ def _short(message: str, limit: int = 200) -> str:
     return message if len(message) <= limit else message[: limit - 1] + "…"
 
 
+def open_responses_view(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` as the Open Responses contract can judge it. The one place the two disagree:
+    a response run from a prompt echoes ``instructions`` as OpenAI does, a list of input items
+    (the SDK's ``Response.instructions`` is ``str | list[ResponseInputItem]``), where the
+    contract takes only a string; OpenAI's behaviour wins where both cannot hold, and the items
+    are checked by the SDK parse instead."""
+    if isinstance(raw.get("instructions"), list):
+        return {**raw, "instructions": None}
+    return raw
+
+
 def assert_valid_response(raw: dict[str, Any]) -> None:
-    """``raw`` is a valid Open Responses ``ResponseResource``."""
-    _validate(raw, "ResponseResource", f"response {raw.get('id')!r}")
+    """``raw`` is a valid Open Responses ``ResponseResource`` (``open_responses_view``)."""
+    _validate(open_responses_view(raw), "ResponseResource", f"response {raw.get('id')!r}")
 
 
 def assert_valid_event(raw: dict[str, Any]) -> str | None:
@@ -194,6 +205,8 @@ def assert_valid_event(raw: dict[str, Any]) -> str | None:
     name = event_schema_names().get(event_type)
     if name is None or event_type in SCHEMA_EXEMPT_EVENT_TYPES:
         return None
+    if isinstance(raw.get("response"), dict):
+        raw = {**raw, "response": open_responses_view(raw["response"])}
     _validate(raw, name, f"event #{raw.get('sequence_number')} {event_type!r}")
     return name
 

@@ -15,7 +15,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.model_context import Fitted, fit, history, model_items
+from shared.model_context import (
+    Fitted,
+    fit,
+    history,
+    instruction_items,
+    instructions_text,
+    model_items,
+)
 from shared.routing import Route
 from shared.schema.job import ENCRYPTED_REASONING, JobSpec
 from shared.schema.response import Status
@@ -91,7 +98,7 @@ def load_context(job: Job, deps: RunDeps) -> Context:
         return Context(own, raw, Fitted(items, 0))
     fitted = fit(
         items,
-        instructions=job.spec.instructions,
+        instructions=instructions_text(job.spec.instructions),
         tools=job.spec.tool_dicts(),
         route=job.route,
         truncation=job.spec.truncation,
@@ -118,9 +125,11 @@ class Run:
         # What the model sees of the context, files fetched (``worker.fetch``), once per run.
         fetch = deps.fetch
         self.items = inline_files(context.fitted.items, fetch) if fetch else context.fitted.items
+        leading = instruction_items(job.spec.instructions)  # a prompt's rendered messages
+        self.leading = inline_files(leading, fetch) if fetch and leading else leading
         # Structured outputs resq validates (``worker.structured``): the answer's text is held
         # until it passes; a failed answer and what was wrong go to the model on the next try.
-        self.validation = Validation.for_job(job.spec.text, job.route)
+        self.validation = Validation.for_job(job.spec.text, job.route, job.spec.validation)
         self.held: list[str] = []
         self.rejected: list[str] = []  # the problem with each failed answer, in order
         self.retry_items: list[JSON] = []
@@ -176,8 +185,11 @@ class Run:
         accepts = self.job.route.accepts if self.job.route is not None else None
         return ProviderRequest(
             model=self.job.row.model,
-            input_items=self.items + model_items(self.state.output) + self.retry_items,
-            instructions=spec.instructions,
+            input_items=self.leading
+            + self.items
+            + model_items(self.state.output)
+            + self.retry_items,
+            instructions=spec.instructions if isinstance(spec.instructions, str) else None,
             tools=tools,
             tool_choice=turn_choice,
             parallel_tool_calls=spec.parallel_tool_calls,

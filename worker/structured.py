@@ -38,11 +38,16 @@ class Validation:
     retries: int
 
     @classmethod
-    def for_job(cls, text: JSON | None, route: Route | None) -> Validation | None:
-        """The check a job's answers get, or None when resq leaves them to the model."""
+    def for_job(
+        cls, text: JSON | None, route: Route | None, override: JSON | None = None
+    ) -> Validation | None:
+        """The check a job's answers get, or None when resq leaves them to the model.
+        ``override``: a prompt version's ``validate_json`` / ``json_retries``, over the
+        route's."""
         fmt = (text or {}).get("format") or {}
-        retries = route.json_retries if route is not None else 0
-        forced = route is not None and route.validate_json
+        settings = override or {}
+        retries = settings.get("json_retries", route.json_retries if route is not None else 0)
+        forced = settings.get("validate_json", route is not None and route.validate_json)
         if fmt.get("type") == "json_schema" and (fmt.get("strict") or forced):
             schema = fmt.get("schema")
             return cls(

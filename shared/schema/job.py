@@ -18,7 +18,7 @@ from shared.schema.tools import Tool
 DEFAULT_TEXT = {"format": {"type": "text"}, "verbosity": "medium"}
 ENCRYPTED_REASONING = "reasoning.encrypted_content"
 # Kept with the job, not echoed on the Response (``shared.schema.response.response_object``).
-UNECHOED = ("include",)
+UNECHOED = ("include", "validation")
 
 
 class ConversationRef(BaseModel):
@@ -35,7 +35,8 @@ class JobSpec(BaseModel):
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
     model: str
-    instructions: str | None = None
+    # A string, or the input items a prompt rendered (``api.prompt_expansion``).
+    instructions: str | list[dict[str, Any]] | None = None
     background: bool = False
     store: bool = True
     conversation: ConversationRef | None = None
@@ -61,6 +62,9 @@ class JobSpec(BaseModel):
     user: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     include: list[str] = Field(default_factory=list)  # the create's ``include`` (not echoed)
+    # A prompt version's structured-output settings (``validate_json``, ``json_retries``);
+    # None: the route's. Not echoed.
+    validation: dict[str, Any] | None = None
 
     @property
     def conversation_id(self) -> str | None:

@@ -187,6 +187,52 @@ class ConversationDeleted(BaseModel):
     deleted: Literal[True]
 
 
+# ---- prompts (resq's own API) ----------------------------------------------------------------
+
+
+class Prompt(BaseModel):
+    model_config = ConfigDict(json_schema_extra=RESQ)
+
+    id: str
+    object: Literal["prompt"]
+    name: str
+    description: str | None
+    default_version: str
+    latest_version: str
+    created_at: int
+    updated_at: int
+    metadata: dict[str, str]
+
+
+class PromptList(_Page):
+    model_config = ConfigDict(json_schema_extra=RESQ)
+
+    data: list[Prompt]
+
+
+class PromptVersion(_ResqOpen):
+    """A version: its number and its definition's keys (``PromptVersionBody``)."""
+
+    id: str
+    object: Literal["prompt.version"]
+    version: str
+    created_at: int
+
+
+class PromptVersionList(_Page):
+    model_config = ConfigDict(json_schema_extra=RESQ)
+
+    data: list[PromptVersion]
+
+
+class PromptDeleted(BaseModel):
+    model_config = ConfigDict(json_schema_extra=RESQ)
+
+    id: str
+    object: Literal["prompt.deleted"]
+    deleted: Literal[True]
+
+
 # ---- webhooks -------------------------------------------------------------------------------
 
 

@@ -225,3 +225,43 @@ class ConversationItemRow(SQLModel, table=True):
 
 INPUT = "input"
 OUTPUT = "output"
+
+
+class PromptRow(SQLModel, table=True):
+    """A tenant's prompt: its name (unique per tenant, what ``resq prompts push`` matches on)
+    and which version runs when a request names none."""
+
+    __tablename__ = "prompts"
+    __table_args__ = (
+        UniqueConstraint("tenant", "name", name="uq_prompts_tenant_name"),
+        Index("ix_prompts_tenant_created", "tenant", "created_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    tenant: str = Field(max_length=128)
+    name: str = Field(max_length=256)
+    description: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    meta: dict[str, Any] = Field(sa_column=Column("metadata", JSONType, nullable=False))
+    default_version: int
+    latest_version: int
+    created_at: int
+    updated_at: int
+
+
+class PromptVersionRow(SQLModel, table=True):
+    """One version of a prompt, immutable once written: ``body`` is its definition
+    (``shared.schema.prompts.PromptVersionBody``)."""
+
+    __tablename__ = "prompt_versions"
+
+    prompt_id: str = Field(
+        sa_column=Column(
+            String(64),
+            ForeignKey("prompts.id", ondelete="CASCADE"),
+            primary_key=True,
+            nullable=False,
+        )
+    )
+    version: int = Field(primary_key=True)
+    created_at: int
+    body: dict[str, Any] = Field(sa_column=Column(JSONType, nullable=False))

@@ -22,7 +22,7 @@ KEY = "sk-openapi-test"
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 # resq's own routes, marked x-resq; everything else is OpenAI's surface.
 RESQ_PATHS = re.compile(
-    r"^/(healthz|readyz|metrics|admin/?|openapi\.json|v1/admin/.*|v1/webhook_endpoints/\{endpoint_id\}/deliveries.*)$"
+    r"^/(healthz|readyz|metrics|admin/?|openapi\.json|v1/admin/.*|v1/prompts.*|v1/webhook_endpoints/\{endpoint_id\}/deliveries.*)$"
 )
 
 

@@ -13,6 +13,8 @@ from shared.store.tables import (
     ConversationItemRow,
     ConversationRow,
     ItemRow,
+    PromptRow,
+    PromptVersionRow,
     ResponseRow,
     WebhookAttemptRow,
     WebhookDeliveryRow,
@@ -38,4 +40,6 @@ def store(engine: Engine) -> Store:
         conn.execute(delete(ConversationRow))
         conn.execute(delete(ItemRow))
         conn.execute(delete(ResponseRow))
+        conn.execute(delete(PromptVersionRow))
+        conn.execute(delete(PromptRow))
     return Store(engine)

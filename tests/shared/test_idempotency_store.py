@@ -93,7 +93,7 @@ def test_migration_creates_the_idempotency_table_like_the_model(engine):
     with engine.connect() as conn:
         versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
         diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
-    assert [v[0] for v in versions] == ["0007"]
+    assert [v[0] for v in versions] == ["0008"]
     assert diff == []
 
 

@@ -139,8 +139,10 @@ def test_migration_on_a_new_sqlite_file_creates_the_tables_and_can_run_twice(tmp
         "webhook_attempts",
         "conversations",
         "conversation_items",
+        "prompts",
+        "prompt_versions",
     }
-    assert [v[0] for v in versions] == ["0007"]
+    assert [v[0] for v in versions] == ["0008"]
 
 
 def test_migration_is_idempotent_and_matches_the_table_models(database_url, engine):
@@ -154,7 +156,7 @@ def test_migration_is_idempotent_and_matches_the_table_models(database_url, engi
     with engine.connect() as conn:
         versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
         diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
-    assert [v[0] for v in versions] == ["0007"]
+    assert [v[0] for v in versions] == ["0008"]
     assert diff == []
 
 
