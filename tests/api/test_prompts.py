@@ -228,3 +228,14 @@ def test_input_tokens_counts_the_rendered_prompt(client: FlaskClient, store: Sto
     ).get_json()
     # The built-in model counts a token per word: "You help Ada Lovelace." "My order is A-1."
     assert with_prompt["input_tokens"] == plain["input_tokens"] + 8
+
+
+def test_admin_shows_the_prompt_and_version_a_response_ran(client: FlaskClient) -> None:
+    pid = create_prompt(client)["id"]
+    variables = {"customer": "Ada", "order_id": "A-1"}
+    rid = run(client, prompt={"id": pid, "variables": variables}, input="x").get_json()["id"]
+    plain = run(client, model="resq-builtin", input="x").get_json()["id"]
+    detail = client.get(f"/v1/admin/responses/{rid}").get_json()
+    assert detail["prompt"] == f"{pid}@1"
+    listed = {r["id"]: r["prompt"] for r in client.get("/v1/admin/responses").get_json()["data"]}
+    assert listed == {rid: f"{pid}@1", plain: None}
