@@ -159,3 +159,14 @@ def test_encrypted_reasoning_shows_only_when_included(
     asked = store.render(row, include=["reasoning.encrypted_content"])
     assert asked["output"][0]["encrypted_content"] == "enc-123"
     assert "include" not in store.render(row)
+
+
+def test_a_prompt_versions_validation_settings_override_the_routes() -> None:
+    loose = {"format": {**STRICT["format"], "strict": False}}
+    route = Route(match="*", provider="openai", json_retries=5)
+    assert Validation.for_job(loose, route) is None
+    check = Validation.for_job(loose, route, {"validate_json": True, "json_retries": 0})
+    assert check is not None and check.retries == 0
+    assert Validation.for_job(STRICT, route, {"json_retries": 1}).retries == 1  # type: ignore[union-attr]
+    forced = Route(match="*", provider="openai", validate_json=True)
+    assert Validation.for_job(loose, forced, {"validate_json": False}) is None
