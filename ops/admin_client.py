@@ -1,5 +1,6 @@
 """The admin API over HTTP, as the ``resq`` command line talks to it: where the API is, the
-key it is called with, and every way a call fails turned into one :class:`CliError`."""
+key it is called with, and every way a call fails turned into one :class:`CliError`. The
+``prompts`` commands use the same client with a tenant's API key instead of the admin key."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_TIMEOUT_SECONDS = 30.0
 EXIT_API_ERROR = 1
 EXIT_UNREACHABLE = 2
+ADMIN_KEY_ENV = "RESQ_ADMIN_KEY"
+API_KEY_ENV = "RESQ_API_KEY"  # a tenant's key, for the commands that act as a tenant
+_KEY_NAMES = {ADMIN_KEY_ENV: "the admin key", API_KEY_ENV: "a tenant's API key"}
 
 Json = dict[str, Any]  # the admin API's answers, read as they came
 
@@ -31,8 +35,9 @@ def normalize_url(url: str) -> str:
     return url.removesuffix("/v1")
 
 
-def error_message(response: httpx.Response) -> str:
-    """The API's ``{"error": {"message"}}``, or what the status says when there is none."""
+def error_message(response: httpx.Response, key_env: str = ADMIN_KEY_ENV) -> str:
+    """The API's ``{"error": {"message"}}``, or what the status says when there is none; a 401
+    says how to pass the key read from ``key_env``."""
     try:
         body = response.json()
     except ValueError:
@@ -40,7 +45,7 @@ def error_message(response: httpx.Response) -> str:
     error = body.get("error") if isinstance(body, dict) else None
     hint = ""
     if response.status_code == 401:
-        hint = "; pass the admin key with --key or set RESQ_ADMIN_KEY"
+        hint = f"; pass {_KEY_NAMES.get(key_env, 'the key')} with --key or set {key_env}"
     if isinstance(error, dict) and error.get("message"):
         return f"{error['message']} (HTTP {response.status_code}){hint}"
     status = f"the API answered HTTP {response.status_code} {response.reason_phrase}".rstrip()
@@ -68,8 +73,10 @@ class AdminApi:
         *,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         transport: httpx.BaseTransport | None = None,
+        key_env: str = ADMIN_KEY_ENV,
     ) -> None:
         self.url = normalize_url(url)
+        self.key_env = key_env
         headers = {"user-agent": "resq-cli"}
         if key:
             headers["authorization"] = f"Bearer {key}"
@@ -86,12 +93,19 @@ class AdminApi:
     def get(self, path: str, params: dict[str, str] | None = None) -> Json:
         return self.request("GET", path, params)
 
-    def post(self, path: str) -> Json:
-        return self.request("POST", path)
+    def post(self, path: str, body: Json | None = None) -> Json:
+        return self.request("POST", path, body=body)
 
-    def request(self, method: str, path: str, params: dict[str, str] | None = None) -> Json:
+    def request(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None = None,
+        *,
+        body: Json | None = None,
+    ) -> Json:
         try:
-            response = self.http.request(method, path, params=params)
+            response = self.http.request(method, path, params=params, json=body)
         except httpx.ConnectError as exc:
             reason = "connection refused" if "refused" in str(exc).lower() else str(exc)
             raise CliError(
@@ -106,7 +120,7 @@ class AdminApi:
             message = f"cannot talk to the resq API at {self.url}: {exc}"
             raise CliError(message, EXIT_UNREACHABLE) from None
         if response.is_error:
-            raise CliError(error_message(response), EXIT_API_ERROR)
+            raise CliError(error_message(response, self.key_env), EXIT_API_ERROR)
         try:
             body = response.json()
         except ValueError:

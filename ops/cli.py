@@ -4,17 +4,22 @@
     resq workers                             workers and the jobs they are running
     resq responses list|show|cancel|requeue  find and act on responses
     resq queues pause|resume NAME            stop or restart a queue's consumption
+    resq prompts pull DIR                    a tenant's prompts into YAML files, one a prompt
+    resq prompts push DIR [--dry-run]        the server brought in line with those files
 
 The API's URL comes from ``--url`` or ``RESQ_URL``, else from ``RESQ_HOST``/``RESQ_PORT`` as
 the server reads them (default ``http://127.0.0.1:8080``); the admin key from ``--key`` or
-``RESQ_ADMIN_KEY``. ``--json`` prints the API's JSON as it came.
+``RESQ_ADMIN_KEY``, except for ``prompts``, which acts as a tenant: a tenant's API key from
+``--key`` or ``RESQ_API_KEY`` (none in open mode). ``--json`` prints the API's JSON as it came
+(for ``prompts``, a summary of what was done).
 Times are shown in UTC.
 
-Exit status: 0 done; 1 the API answered with an error (its message goes to stderr); 2 the API
-could not be reached, or the command line was wrong. Never a traceback.
+Exit status: 0 done; 1 the API answered with an error (its message goes to stderr), or a prompt
+file is bad or at odds with the server; 2 the API could not be reached, or the command line was
+wrong. Never a traceback.
 
-The commands and the command line are here; the HTTP client is ``ops.admin_client`` and the
-text views are ``ops.render``.
+The commands and the command line are here; the HTTP client is ``ops.admin_client``, the
+text views are ``ops.render`` and the prompt files ``ops.prompt_files``.
 """
 
 from __future__ import annotations
@@ -26,10 +31,13 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TextIO
+from pathlib import Path
+from typing import Any, TextIO
 from urllib.parse import quote
 
 from ops.admin_client import (
+    ADMIN_KEY_ENV,
+    API_KEY_ENV,
     DEFAULT_TIMEOUT_SECONDS,
     DEFAULT_URL,
     AdminApi,
@@ -133,6 +141,26 @@ def cmd_queues_act(api: AdminApi, args: argparse.Namespace) -> int:
     return _emit(args, data, f"queue {data.get('name', args.name)}: {state}")
 
 
+def cmd_prompts(api: AdminApi, args: argparse.Namespace) -> int:
+    # Imported here: the version schemas (pydantic) take longer to import than the other
+    # commands take to run.
+    from ops import prompt_files
+
+    say = (lambda line: None) if args.json else print
+    directory = Path(args.dir)
+    if args.action == "pull":
+        data: Json = {"files": prompt_files.pull(api, directory, say)}
+    else:
+        dry_run = args.dry_run
+        data = {
+            "dry_run": dry_run,
+            "prompts": prompt_files.push(api, directory, say, dry_run=dry_run),
+        }
+    if args.json:
+        print(json.dumps(data, indent=2))
+    return 0
+
+
 # ---- command line ----------------------------------------------------------------------------
 
 
@@ -146,16 +174,20 @@ def _positive(raw: str) -> float:
     return value
 
 
-def _common() -> argparse.ArgumentParser:
+def _common(key_env: str = ADMIN_KEY_ENV) -> argparse.ArgumentParser:
     """Options every command takes, before or after its name (``resq --json queue`` and
     ``resq queue --json``); defaults are set once, on the top-level parser."""
+    admin = key_env == ADMIN_KEY_ENV
+    key = "the admin key" if admin else "a tenant's API key"
     common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     common.add_argument(
         "--url",
         help=f"the resq API (env RESQ_URL, else RESQ_HOST/RESQ_PORT; default {DEFAULT_URL})",
     )
-    common.add_argument("--key", help="the admin key (env RESQ_ADMIN_KEY)")
-    common.add_argument("--json", action="store_true", help="print the API's JSON")
+    common.add_argument("--key", help=f"{key} (env {key_env})")
+    common.add_argument(
+        "--json", action="store_true", help="print the API's JSON" if admin else "print a summary"
+    )
     common.add_argument(
         "--timeout", type=_positive, metavar="SECONDS", help="seconds per request (default 30)"
     )
@@ -167,10 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="resq",
         description="Operate a running resq through its admin API.",
-        epilog="Exit status: 0 done, 1 the API answered with an error, 2 unreachable or usage.",
+        epilog="Exit status: 0 done, 1 the API answered with an error (or a prompt file is bad),"
+        " 2 unreachable or usage.",
         parents=[_common()],  # its own copy: set_defaults changes the actions it holds
     )
-    parser.set_defaults(url=None, key=None, json=False, timeout=DEFAULT_TIMEOUT_SECONDS)
+    parser.set_defaults(
+        url=None, key=None, json=False, timeout=DEFAULT_TIMEOUT_SECONDS, key_env=ADMIN_KEY_ENV
+    )
     commands = parser.add_subparsers(metavar="COMMAND", required=True)
 
     queue = commands.add_parser("queue", parents=[common], help="queue depths, rates, latencies")
@@ -210,7 +245,26 @@ def build_parser() -> argparse.ArgumentParser:
         act = queue_actions.add_parser(action, parents=[common], help=f"{text} queue NAME")
         act.add_argument("name", metavar="NAME")
         act.set_defaults(run=cmd_queues_act, action=action)
+
+    _add_prompts(commands)
     return parser
+
+
+def _add_prompts(commands: Any) -> None:
+    """``resq prompts pull|push DIR``, with a tenant's key (``ops.prompt_files``)."""
+    prompts = commands.add_parser("prompts", help="a tenant's prompts to and from YAML files")
+    prompt_actions = prompts.add_subparsers(metavar="ACTION", required=True)
+    as_tenant = _common(API_KEY_ENV)
+    pull = prompt_actions.add_parser(
+        "pull", parents=[as_tenant], help="write every prompt into DIR, one YAML file each"
+    )
+    push = prompt_actions.add_parser(
+        "push", parents=[as_tenant], help="create prompts and add versions as DIR's files say"
+    )
+    push.add_argument("--dry-run", action="store_true", help="only show what push would do")
+    for act, action in ((pull, "pull"), (push, "push")):
+        act.add_argument("dir", metavar="DIR", help="the folder of prompt files (*.yaml, *.yml)")
+        act.set_defaults(run=cmd_prompts, action=action, key_env=API_KEY_ENV)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -219,9 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, or a usage error (argparse has printed it)
         return exc.code if isinstance(exc.code, int) else 0
     url = args.url or default_url(os.environ)
-    key = args.key or os.environ.get("RESQ_ADMIN_KEY")
+    key = args.key or os.environ.get(args.key_env)
     try:
-        with AdminApi(url, key, timeout=args.timeout) as api:
+        with AdminApi(url, key, timeout=args.timeout, key_env=args.key_env) as api:
             return int(args.run(api, args))
     except CliError as exc:
         print(f"resq: {exc.message}", file=sys.stderr)

@@ -164,8 +164,8 @@ def render_response(r: Json, now: float) -> str:
     """One response as ``name value`` lines, then its timeline and webhook attempts when the
     answer has them (``show`` does; ``cancel`` and ``requeue`` answer the response alone)."""
     waited, ran = _wait_and_run(r, now)
-    keys = ("id", "status", "model", "prompt", "tenant", "background")
-    fields = [(k, r.get(k)) for k in keys if k != "prompt" or r.get(k)] + [
+    shown = ("id", "status", "model", "prompt", "tenant", "background")
+    fields = [(k, r.get(k)) for k in shown if k != "prompt" or r.get(k)] + [
         ("created", fmt_time(r.get("created_at"))),
         ("started", f"{fmt_time(r.get('started_at'))}  (waited {fmt_duration(waited)})"),
         ("ended", f"{fmt_time(r.get('ended_at'))}  (ran {fmt_duration(ran)})"),
