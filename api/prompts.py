@@ -23,7 +23,6 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from shared.prompts.render import check_template
 
 from api.body import json_body
 from api.capabilities import check_json_schema
@@ -31,6 +30,7 @@ from api.deps import Deps, deps
 from api.query import list_page, list_params
 from shared import ids
 from shared.errors import InvalidRequest, NotFound, ResqError
+from shared.prompts.render import check_template
 from shared.schema.prompts import CreatePrompt, PromptVersionBody, UpdatePrompt
 from shared.schema.requests import parse_create_request
 from shared.schema.validation import parse_body
