@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import asdict
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
@@ -20,6 +21,7 @@ from shared.metrics import queue_history
 from shared.schema.response import TERMINAL_STATUSES, Status
 from shared.store.admin import AdminStore, Filters
 from shared.store.tables import ResponseRow
+from shared.tenancy import rate_limited
 
 log = logging.getLogger(__name__)
 bp = Blueprint("admin", __name__, url_prefix="/v1/admin")
@@ -51,7 +53,23 @@ def _admin(d: Deps) -> AdminStore:
 def queue() -> Response:
     d = deps()
     states = queues.queue_states(d.bus.redis)
-    return jsonify(_admin(d).queue_report(now=time.time(), queues=states))
+    report = _admin(d).queue_report(now=time.time(), queues=states)
+    _add_limits(d, report)
+    return jsonify(report)
+
+
+def _add_limits(d: Deps, report: dict[str, Any]) -> None:
+    """Each tenant's limits and its 429s so far, by limit (``shared.tenancy``)."""
+    refused = rate_limited(d.bus.redis)
+    rows = {r["tenant"]: r for r in report["by_tenant"]}
+    for tenant in {t for t, _ in refused} - set(rows):
+        rows[tenant] = {"tenant": tenant, **dict.fromkeys(("queued", "in_progress"), 0)}
+    for tenant, row in rows.items():
+        hits = {limit: n for (t, limit), n in refused.items() if t == tenant}
+        row["rate_limited"] = hits
+        row["rate_limited_total"] = sum(hits.values())
+        row["limits"] = asdict(d.limiter.policy.of(tenant))
+    report["by_tenant"] = [rows[t] for t in sorted(rows)]
 
 
 @bp.get("/queue/history")

@@ -28,6 +28,7 @@ from api.deps import Deps
 from api.tail import Tail
 from shared import ids, logs
 from shared.bus import EventBus, make_redis
+from shared.fair import FairQueues
 from shared.metrics import Gauges, Recorder, ResqCollector
 from shared.netpolicy import OutboundPolicy
 from shared.queue import (
@@ -43,6 +44,7 @@ from shared.settings import Settings
 from shared.store import Store, make_engine
 from shared.store.admin import AdminStore
 from shared.store.webhooks import WebhookStore
+from shared.tenancy import Limiter, TenantPolicy, rate_limited
 
 log = logging.getLogger("api")  # the name its lines had before the factory left api/__init__
 
@@ -140,6 +142,8 @@ def _deps(
         hooks=WebhookStore(store),
         outbound=OutboundPolicy.from_settings(settings),
         send_delivery=send_delivery,
+        limiter=Limiter(bus.redis, TenantPolicy.from_settings(settings)),
+        fair=FairQueues(bus.redis, settings.dispatch_buffer) if settings.fair_queues else None,
     )
 
 
@@ -162,6 +166,8 @@ def _register_request_hooks(app: Flask, auth: Authenticator) -> None:
         response.headers["x-request-id"] = g.get("request_id") or ids.new_id(ids.REQUEST)
         if response.status_code >= 400 and g.get("enqueued"):
             response.headers["x-should-retry"] = "false"
+        if response.status_code < 400 and g.get("ratelimit_headers"):
+            response.headers.update(g.ratelimit_headers)  # api.limits, as OpenAI's answers
         return response
 
 
@@ -175,6 +181,8 @@ def _register_metrics(app: Flask, store: Store, bus: EventBus) -> None:
                 queue_depths=lambda: queue_depths(redis_client),
                 paused=lambda: paused_queues(redis_client),
                 active=lambda: AdminStore(store).active_by_status(),
+                tenants=lambda: AdminStore(store).active_by_tenant(),
+                rate_limited=lambda: rate_limited(redis_client),
             ),
         )
     )

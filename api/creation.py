@@ -13,6 +13,7 @@ from typing import Any
 from api.capabilities import check_accepts, check_json_schema, check_media
 from api.deps import Deps
 from api.inputs import Context, check_context
+from api.limits import admit, estimate, release
 from api.prompt_expansion import Expanded, expand
 from api.service import enqueue
 from shared import ids, logs
@@ -100,7 +101,25 @@ def create(deps: Deps, body: Any, *, tenant: str, idempotency_key: str | None = 
             now=row.created_at,
             ttl_seconds=deps.settings.idempotency_ttl_seconds,
         )
-    return _store(deps, req, row=row, input_items=context.own_items, key=key)
+    wanted = 0
+    if deps.limiter.policy.of(tenant).tokens_per_minute:
+        wanted = estimate(
+            route,
+            instructions_text(row.params["instructions"]),
+            context.items,
+            tools.echo,
+            req.max_output_tokens,
+        )
+        row.params["charged_tokens"] = wanted  # settled with real usage as the run ends
+    admit(deps, tenant, tokens_wanted=wanted, background=row.background)
+    try:
+        created = _store(deps, req, row=row, input_items=context.own_items, key=key)
+    except Exception:
+        release(deps, tenant)  # nothing was queued after all
+        raise
+    if created.replayed:
+        release(deps, tenant)
+    return created
 
 
 def _new_row(

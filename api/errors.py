@@ -27,6 +27,8 @@ def error_response(exc: errors.ResqError) -> Response:
     response.status_code = exc.status
     if exc.should_retry is not None:
         response.headers["x-should-retry"] = "true" if exc.should_retry else "false"
+    if isinstance(exc, errors.RateLimited):
+        response.headers.update(exc.headers)
     return response
 
 

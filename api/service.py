@@ -12,8 +12,10 @@ from typing import Any
 import redis
 
 from api.deps import Deps
+from shared import keys
 from shared.bus import StoredEvent
 from shared.errors import InvalidRequest, NotFound, ServerError, ServiceUnavailable
+from shared.fair import PARKED
 from shared.lifecycle import close_log
 from shared.queue import queue_for
 from shared.schema.response import TERMINAL_STATUSES, Status
@@ -25,8 +27,15 @@ DB_RECHECK_SECONDS = 2.0
 
 
 def send(deps: Deps, row: ResponseRow) -> None:
-    """Queue a stored response (again), on the queue its service tier picks."""
-    deps.enqueue(row.id, queue_for(row.params.get("service_tier")))
+    """Queue a stored response, on the queue its service tier picks: into its tenant's fair
+    queue (``shared.fair``), or straight to Celery when nothing waits (or fair queues are off)."""
+    queue = queue_for(row.params.get("service_tier"))
+    if deps.fair is not None:
+        # A tenant with a running limit always waits for the dispatcher, which keeps it.
+        direct = not deps.limiter.policy.of(row.tenant).running
+        if deps.fair.park(row.tenant, queue, row.id, now=time.time(), direct=direct) == PARKED:
+            return
+    deps.enqueue(row.id, queue)
 
 
 def enqueue(deps: Deps, row: ResponseRow) -> None:
@@ -127,6 +136,8 @@ def cancel_any(deps: Deps, row: ResponseRow) -> None:
     """Cancel a response that has not ended (any kind: operators may stop sync ones too)."""
     previous = deps.store.cancel(response_id=row.id, now=int(time.time()))
     try:
+        if previous == Status.QUEUED:
+            _forget_waiting(deps, row)
         deps.bus.request_cancel(row.id)
     except redis.RedisError as exc:
         # The store says cancelled, and no run overwrites that; the answer says so too. A
@@ -140,6 +151,14 @@ def cancel_any(deps: Deps, row: ResponseRow) -> None:
         _log_cancelled_before_start(deps, row.id)
         deps.metrics.finished(model=row.model, status=Status.CANCELLED)
     log.info("response %s: cancelled (was %s)", row.id, previous)
+
+
+def _forget_waiting(deps: Deps, row: ResponseRow) -> None:
+    """A queued job that ends before it runs: out of its tenant's fair queue (so it holds no
+    turn) and out of the tenant's queued count."""
+    if deps.fair is not None:
+        deps.fair.forget(row.tenant, row.id)
+    deps.bus.redis.hincrby(keys.tenant_counts(row.tenant), "queued", -1)
 
 
 def _log_cancelled_before_start(deps: Deps, response_id: str) -> None:
@@ -172,7 +191,9 @@ def _await_worker_stop(deps: Deps, response_id: str) -> None:
 def delete(deps: Deps, response_id: str, *, tenant: str) -> dict[str, Any]:
     row = get_row(deps, response_id, tenant=tenant)
     if row.status not in TERMINAL_STATUSES:
-        deps.store.cancel(response_id=row.id, now=int(time.time()))
+        previous = deps.store.cancel(response_id=row.id, now=int(time.time()))
+        if previous == Status.QUEUED:
+            _forget_waiting(deps, row)
         deps.bus.request_cancel(row.id)
     deps.store.delete_response(response_id=row.id, tenant=tenant)
     return {"id": row.id, "object": "response", "deleted": True}

@@ -97,6 +97,19 @@ class IdempotencyKeyReused(Conflict):
     code = "idempotency_key_reused"
 
 
+class RateLimited(ResqError):
+    """Over a tenant's limit (``shared.tenancy``): OpenAI's 429, with its headers."""
+
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, type_: str, headers: dict[str, str]) -> None:
+        super().__init__(message)
+        self.type = type_
+        self.headers = headers
+
+
 class ServerError(ResqError):
     status = 500
     type = "server_error"

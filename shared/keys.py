@@ -55,3 +55,26 @@ def paused(queue: str) -> str:
     """Set while operators have paused a queue (``shared.queue`` pauses, resumes and reads it:
     workers check it as they start and as they take a job; ``/metrics`` reports it)."""
     return f"{PREFIX}:paused:{queue}"
+
+
+# ---- tenants (shared.tenancy, worker.dispatcher) ----------------------------------------------
+
+TENANTS_WAITING = f"{PREFIX}:fair:tenants"  # set: tenants with jobs waiting for dispatch
+DISPATCH_WAKE = f"{PREFIX}:fair:wake"  # list: a push wakes the dispatcher
+DISPATCH_LOCK = f"{PREFIX}:fair:lock"  # which worker process dispatches (a lease)
+RATE_LIMITED = f"{PREFIX}:metrics:rate_limited"  # hash: "<tenant>|<limit>" → refusals
+
+
+def tenant_buckets(tenant: str) -> str:
+    """Hash: the tenant's request and token buckets (``r``/``rt``, ``t``/``tt``)."""
+    return f"{PREFIX}:limit:{tenant}"
+
+
+def tenant_counts(tenant: str) -> str:
+    """Hash: the tenant's ``queued`` and ``running`` jobs."""
+    return f"{PREFIX}:tenant:{tenant}"
+
+
+def tenant_waiting(tenant: str, queue: str) -> str:
+    """Sorted set: the tenant's jobs waiting for ``queue`` (a job queue), by arrival."""
+    return f"{PREFIX}:fair:{tenant}:{queue}"

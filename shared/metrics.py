@@ -157,6 +157,9 @@ class Gauges:
     queue_depths: Callable[[], dict[str, int]]
     paused: Callable[[], dict[str, bool]]
     active: Callable[[], dict[str, int]]  # status → count (queued, in_progress)
+    # tenant → {"queued", "running"}; and refusals by (tenant, limit)
+    tenants: Callable[[], dict[str, dict[str, int]]] = dict
+    rate_limited: Callable[[], dict[tuple[str, str], int]] = dict
 
 
 class ResqCollector(Collector):
@@ -209,12 +212,32 @@ class ResqCollector(Collector):
         for status, count in self.gauges.active().items():
             active.add_metric([status], count)
         yield active
+        yield from self._tenants()
         streams: dict[bytes, bytes] = self.redis.hgetall(keys.OPEN_STREAMS)  # type: ignore[assignment]
         yield GaugeMetricFamily(
             "resq_open_streams",
             "SSE streams the API processes are serving.",
             value=max(0, sum(int(v) for v in streams.values())),
         )
+
+    def _tenants(self) -> Iterator[Metric]:
+        counts = self.gauges.tenants()
+        for kind, doc in (
+            ("queued", "Responses waiting to run, by tenant."),
+            ("running", "Responses running, by tenant."),
+        ):
+            gauge = GaugeMetricFamily(f"resq_tenant_{kind}", doc, labels=["tenant"])
+            for tenant, by_kind in sorted(counts.items()):
+                gauge.add_metric([tenant], by_kind.get(kind, 0))
+            yield gauge
+        refused = CounterMetricFamily(
+            "resq_rate_limited",
+            "Requests refused with 429 by a tenant limit.",
+            labels=["tenant", "limit"],
+        )
+        for (tenant, limit), count in sorted(self.gauges.rate_limited().items()):
+            refused.add_metric([tenant, limit], count)
+        yield refused
 
 
 def finished_total(client: redis.Redis) -> float:

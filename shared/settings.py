@@ -42,6 +42,10 @@ DEFAULT_SHUTDOWN_GRACE_SECONDS = 30.0
 DEFAULT_MAX_BODY_BYTES = 50 * 1024 * 1024
 # What the worker fetches for one ``input_file``'s ``file_url``: OpenAI's per-file limit.
 DEFAULT_MAX_FETCH_BYTES = 32 * 1024 * 1024
+# Job messages the fair dispatcher keeps waiting in the Celery queues (``worker.dispatcher``):
+# enough that a worker with a free slot never waits for one, few enough that a newcomer's job
+# waits behind no more than these.
+DEFAULT_DISPATCH_BUFFER = 32
 
 
 class SettingsError(ValueError):
@@ -68,9 +72,11 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
 
 
-def _bool(env: dict[str, str], name: str) -> bool:
+def _bool(env: dict[str, str], name: str, default: bool = False) -> bool:
     raw = (env.get(name) or "").strip().lower()
-    if raw in {"", "0", "false", "no", "off"}:
+    if not raw:
+        return default
+    if raw in {"0", "false", "no", "off"}:
         return False
     if raw in {"1", "true", "yes", "on"}:
         return True
@@ -135,6 +141,14 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_fetch_bytes: int = DEFAULT_MAX_FETCH_BYTES
     log_level: str = "INFO"
+    # Per-tenant limits and fair dispatch (``shared.tenancy``); 0: no limit.
+    tenants_file: Path | None = None
+    limit_requests_per_minute: int = 0
+    limit_tokens_per_minute: int = 0
+    limit_queued: int = 0
+    limit_running: int = 0
+    fair_queues: bool = True
+    dispatch_buffer: int = DEFAULT_DISPATCH_BUFFER
 
     @property
     def open_mode(self) -> bool:
@@ -146,7 +160,14 @@ class Settings:
         """Every setting, read group by group in the order the fields are declared: with
         several unusable values, the ``SettingsError`` names the first of them."""
         env = dict(os.environ if env is None else env)
-        return cls(**_places(env), **_jobs(env), **_webhooks(env), **_access(env), **_process(env))
+        return cls(
+            **_places(env),
+            **_jobs(env),
+            **_webhooks(env),
+            **_access(env),
+            **_process(env),
+            **_tenancy(env),
+        )
 
 
 # ---- Settings.from_env, one group at a time ---------------------------------------------------
@@ -280,6 +301,30 @@ def _access(env: dict[str, str]) -> _Access:
         outbound_allow_loopback=_bool(env, "RESQ_OUTBOUND_ALLOW_LOOPBACK"),
         secret_key=env.get("RESQ_SECRET_KEY") or None,
         admin_keys=tuple(k.strip() for k in env.get("RESQ_ADMIN_KEYS", "").split(",") if k.strip()),
+    )
+
+
+class _Tenancy(TypedDict):
+    tenants_file: Path | None
+    limit_requests_per_minute: int
+    limit_tokens_per_minute: int
+    limit_queued: int
+    limit_running: int
+    fair_queues: bool
+    dispatch_buffer: int
+
+
+def _tenancy(env: dict[str, str]) -> _Tenancy:
+    """Limits per tenant (defaults here, per tenant in the tenants file) and fair dispatch."""
+    tenants_file = env.get("RESQ_TENANTS_FILE")
+    return _Tenancy(
+        tenants_file=Path(tenants_file) if tenants_file else None,
+        limit_requests_per_minute=_int(env, "RESQ_LIMIT_REQUESTS_PER_MINUTE", 0),
+        limit_tokens_per_minute=_int(env, "RESQ_LIMIT_TOKENS_PER_MINUTE", 0),
+        limit_queued=_int(env, "RESQ_LIMIT_QUEUED", 0),
+        limit_running=_int(env, "RESQ_LIMIT_RUNNING", 0),
+        fair_queues=_bool(env, "RESQ_FAIR_QUEUES", True),
+        dispatch_buffer=_int(env, "RESQ_DISPATCH_BUFFER", DEFAULT_DISPATCH_BUFFER),
     )
 
 

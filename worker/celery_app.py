@@ -27,6 +27,7 @@ logs.configure(settings.log_level, settings.log_format)
 app = make_celery(settings)
 log = logging.getLogger(__name__)
 _presence: list[Presence] = []
+_dispatchers: list[Any] = []
 
 
 @celeryd_init.connect
@@ -73,12 +74,36 @@ def _start_presence(sender: Any = None, **_kwargs: Any) -> None:
     )
 
 
+@worker_ready.connect
+def _start_dispatcher(sender: Any = None, **_kwargs: Any) -> None:
+    """Admit jobs from the tenants' fair queues to Celery (``worker.dispatcher``): every worker
+    process runs one, and a lease lets one of them dispatch at a time."""
+    if sender is None or not settings.fair_queues:
+        return
+    from shared.bus import make_redis
+    from shared.queue import enqueue_response
+    from shared.tenancy import TenantPolicy
+    from worker.dispatcher import Dispatcher
+
+    _dispatchers.append(
+        Dispatcher(
+            make_redis(settings.redis_url, max_connections=2),
+            lambda response_id, queue: enqueue_response(app, response_id, queue=queue),
+            TenantPolicy.from_settings(settings),
+            settings.dispatch_buffer,
+            name=sender.hostname,
+        ).start()
+    )
+
+
 @worker_shutting_down.connect
 def _drain(sig: str = "", how: str = "", **_kwargs: Any) -> None:
     """Warm shutdown: running jobs get ``RESQ_SHUTDOWN_GRACE_SECONDS`` to finish; then each
     hands itself back or fails (``worker.drain``). Runs in a signal handler: flags only."""
     for presence in _presence:
         presence.stop()
+    for dispatcher in _dispatchers:
+        dispatcher.stop()
     if how == "Warm":
         PROCESS_DRAIN.begin(settings.shutdown_grace_seconds)
         log.info(

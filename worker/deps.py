@@ -18,6 +18,7 @@ from shared.settings import (
     Settings,
 )
 from shared.store import Store
+from shared.tenancy import TenantCounters
 from worker.cancels import CancelWatch
 from worker.drain import Drain
 from worker.fetch import Fetch
@@ -61,6 +62,7 @@ class RunDeps:
     # The process's one poll of cancel flags; None: each check asks Redis (tests).
     cancels: CancelWatch | None = None
     fetch: Fetch | None = None  # fetches a file_url (``worker.fetch``); None: none is fetched
+    tally: TenantCounters | None = None  # the tenants' queued/running counts and token buckets
 
     def cancel_requested(self, response_id: str) -> bool:
         if self.cancels is not None:

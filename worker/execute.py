@@ -42,6 +42,7 @@ def execute(response_id: str, deps: RunDeps) -> bool:
     if row is None:
         log.info("response %s: not claimable (ended, cancelled or taken); skipping", response_id)
         return False
+    _count(deps, "started", row.tenant)
     limits = deps.limits
     with (
         logs.bind(response_id=row.id, tenant=row.tenant, model=row.model),
@@ -88,11 +89,27 @@ def _run(row: ResponseRow, deps: RunDeps) -> bool:
         assert row.started_at is not None
         if deps.store.requeue(response_id=row.id, started_at=row.started_at, refund=True):
             log.warning("response %s: handed back to the queue (%s)", row.id, reason)
+            _count(deps, "handed_back", row.tenant)
             return True
         # Cancelled (or taken over by the reaper) meanwhile: end it as the store now says.
         outcome = Outcome(Status.CANCELLED)
     _finish(row, deps, publisher, produced, outcome, started)
+    usage = produced.state.usage
+    used = usage.input_tokens + usage.output_tokens if usage is not None else 0
+    charged = int(row.params.get("charged_tokens") or 0)
+    _count(deps, "ended", row.tenant, charged=charged, used=used, now=deps.clock())
     return False
+
+
+def _count(deps: RunDeps, event: str, tenant: str, **kwargs: Any) -> None:
+    """Tell the tenant's counts (``shared.tenancy.TenantCounters``); Redis errors are left
+    to the reaper, which sets the counts again from the store."""
+    if deps.tally is None:
+        return
+    try:
+        getattr(deps.tally, event)(tenant, **kwargs)
+    except redis.RedisError as exc:
+        log.warning("tenant %s: could not count a job %s: %s", tenant, event, exc)
 
 
 def _finish(

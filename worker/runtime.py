@@ -16,6 +16,7 @@ from shared.routing import ANTHROPIC, BUILTIN, CHAT_COMPLETIONS, OPENAI_RESPONSE
 from shared.settings import Settings
 from shared.store import Store, make_engine
 from shared.store.webhooks import WebhookStore
+from shared.tenancy import Limiter, TenantCounters, TenantPolicy
 from worker.cancels import CancelWatch
 from worker.deps import Limits, RunDeps
 from worker.drain import Drain
@@ -39,6 +40,7 @@ class Runtime:
     outbound: OutboundPolicy
     metrics: Recorder
     cancels: CancelWatch  # one poll of every run's cancel flag
+    tally: TenantCounters  # the tenants' queued/running counts and token buckets
 
     # One provider per route per process, so its HTTP connections serve every job.
     providers: dict[Route, Provider] = field(default_factory=dict)
@@ -57,6 +59,7 @@ class Runtime:
             drain=drain,
             cancels=self.cancels,
             fetch=Fetcher(self.http, self.outbound, self.settings.max_fetch_bytes),
+            tally=self.tally,
         )
 
     def provider_for(self, model: str) -> Provider:
@@ -115,6 +118,9 @@ def _build() -> Runtime:
         outbound=OutboundPolicy.from_settings(settings),
         metrics=Recorder(redis_client, bus.group),
         cancels=CancelWatch(bus),
+        tally=TenantCounters(
+            redis_client, Limiter(redis_client, TenantPolicy.from_settings(settings))
+        ),
     )
 
 

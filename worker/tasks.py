@@ -10,6 +10,7 @@ from celery import Celery, Task
 from kombu.exceptions import OperationalError
 
 from shared import keys
+from shared.fair import waiting_anywhere
 from shared.metrics import sample_history
 from shared.queue import (
     DELIVER_WEBHOOK,
@@ -25,6 +26,7 @@ from shared.queue import (
 )
 from shared.schema.job import JobSpec
 from shared.store.admin import AdminStore
+from shared.tenancy import reconcile
 from worker import delivery
 from worker.drain import PROCESS_DRAIN
 from worker.execute import execute
@@ -99,9 +101,12 @@ def _register_runs(app: Celery) -> None:
             enqueue=lambda response_id: _requeue(app, rt, response_id),
             heartbeat_timeout=rt.settings.heartbeat_timeout_seconds,
             max_attempts=rt.settings.max_attempts,
-            queue_depth=lambda: queue_depth(rt.bus.redis),
+            # Jobs waiting in the tenants' fair queues are a backlog too.
+            queue_depth=lambda: queue_depth(rt.bus.redis) + waiting_anywhere(rt.bus.redis),
             queued_resend_after=rt.settings.queued_resend_seconds,
         )
+        # The tenants' counts, as the store has them (a crash may have left them off).
+        reconcile(rt.bus.redis, AdminStore(rt.store).active_by_tenant())
 
 
 def _register_upkeep(app: Celery) -> None:

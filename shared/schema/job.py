@@ -18,7 +18,7 @@ from shared.schema.tools import Tool
 DEFAULT_TEXT = {"format": {"type": "text"}, "verbosity": "medium"}
 ENCRYPTED_REASONING = "reasoning.encrypted_content"
 # Kept with the job, not echoed on the Response (``shared.schema.response.response_object``).
-UNECHOED = ("include", "validation")
+UNECHOED = ("include", "validation", "charged_tokens")
 
 
 class ConversationRef(BaseModel):
@@ -65,6 +65,9 @@ class JobSpec(BaseModel):
     # A prompt version's structured-output settings (``validate_json``, ``json_retries``);
     # None: the route's. Not echoed.
     validation: dict[str, Any] | None = None
+    # Tokens the tenant's tokens-per-minute bucket was charged at create (``shared.tenancy``);
+    # the run settles them with the real usage. Not echoed.
+    charged_tokens: int = 0
 
     @property
     def conversation_id(self) -> str | None:

@@ -83,6 +83,15 @@ class AdminStore(Queries):
             ).all()
         return [Active(status, model, tenant, int(n)) for status, model, tenant, n in rows]
 
+    def active_by_tenant(self) -> dict[str, dict[str, int]]:
+        """Each tenant's ``queued`` and ``running`` responses."""
+        counts: dict[str, dict[str, int]] = {}
+        for a in self.active():
+            kind = "running" if a.status == Status.IN_PROGRESS else "queued"
+            tenant = counts.setdefault(a.tenant, {"queued": 0, "running": 0})
+            tenant[kind] += a.count
+        return counts
+
     def active_by_status(self) -> dict[str, int]:
         counts: dict[str, int] = dict.fromkeys(ACTIVE_STATUSES, 0)
         for a in self.active():
