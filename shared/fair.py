@@ -2,11 +2,12 @@
 (``worker.dispatcher``) admits it to Celery, tenants taking turns by weight.
 
 ``park`` (API) puts a new job in its tenant's sorted set for its job queue (by arrival) and
-wakes the dispatcher, unless nothing waits anywhere and Celery's queues hold fewer than the
-dispatch buffer: then the job goes straight to Celery (``DIRECT``), as it would without fair
-queues, so an idle server adds no hop. ``pop`` (dispatcher) takes a tenant's next job, highest
-``service_tier`` queue first, and forgets the tenant once it has nothing waiting. ``forget``
-(cancel, delete) takes a waiting job out at once.
+wakes the dispatcher, unless nothing waits anywhere and the job's Celery queue holds fewer than
+the dispatch buffer: then the job goes straight to Celery (``DIRECT``), as it would without
+fair queues, so an idle server adds no hop. Each Celery queue is kept to the buffer on its
+own, so a paused queue filling up holds back only its own tier. ``pop`` (dispatcher) takes a
+tenant's next job, highest ``service_tier`` queue first, and forgets the tenant once it has
+nothing waiting. ``forget`` (cancel, delete) takes a waiting job out at once.
 
 Durability: the response row (``queued``) is in the store before a job is parked; a job that a
 dispatcher popped and died before sending is a queued row with no message, which the reaper
@@ -22,13 +23,12 @@ from shared import keys
 DIRECT = "direct"
 PARKED = "parked"
 
-# KEYS: the tenant's set for the queue, the waiting tenants, the wake list, then the job
-# queues. ARGV: response id, arrival score, tenant, dispatch buffer, may go direct (1/0).
+# KEYS: the tenant's set for the queue, the waiting tenants, the wake list, the job's Celery
+# queue. ARGV: response id, arrival score, tenant, dispatch buffer, may go direct (1/0).
 _PARK = """
-if ARGV[5] == '1' and redis.call('SCARD', KEYS[2]) == 0 then
-  local depth = 0
-  for i = 4, #KEYS do depth = depth + redis.call('LLEN', KEYS[i]) end
-  if depth < tonumber(ARGV[4]) then return 'direct' end
+if ARGV[5] == '1' and redis.call('SCARD', KEYS[2]) == 0
+   and redis.call('LLEN', KEYS[4]) < tonumber(ARGV[4]) then
+  return 'direct'
 end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[3])
@@ -37,14 +37,20 @@ redis.call('LTRIM', KEYS[3], 0, 0)
 return 'parked'
 """
 
-# KEYS: the waiting tenants, then the tenant's sets in dispatch order. ARGV: tenant, then the
-# queue names in the same order. Returns {response id, queue} or {} (and forgets the tenant).
+# KEYS: the waiting tenants, then the tenant's sets in dispatch order. ARGV: tenant, then for
+# each set its queue's name and whether that queue has room (1/0). Returns {response id,
+# queue}, or {} when nothing may go; a tenant with nothing waiting at all is forgotten.
 _POP = """
+local left = 0
 for i = 2, #KEYS do
-  local got = redis.call('ZPOPMIN', KEYS[i])
-  if got[1] then return {got[1], ARGV[i]} end
+  if ARGV[2 * i - 1] == '1' then
+    local got = redis.call('ZPOPMIN', KEYS[i])
+    if got[1] then return {got[1], ARGV[2 * i - 2]} end
+  else
+    left = left + redis.call('ZCARD', KEYS[i])
+  end
 end
-redis.call('SREM', KEYS[1], ARGV[1])
+if left == 0 then redis.call('SREM', KEYS[1], ARGV[1]) end
 return {}
 """
 
@@ -67,20 +73,25 @@ class FairQueues:
                 keys.tenant_waiting(tenant, queue),
                 keys.TENANTS_WAITING,
                 keys.DISPATCH_WAKE,
-                *keys.JOB_QUEUES,
+                queue,
             ],
             args=[response_id, now, tenant, self.buffer, int(direct)],
         )
         return (result.decode() if isinstance(result, bytes) else str(result)) or PARKED
 
-    def pop(self, tenant: str) -> tuple[str, str] | None:
-        """The tenant's next job and its queue, or None (the tenant then waits no more)."""
+    def pop(self, tenant: str, room: set[str] | None = None) -> tuple[str, str] | None:
+        """The tenant's next job for a queue in ``room`` (default: every job queue) and its
+        queue, or None; a tenant with nothing waiting at all waits no more."""
+        allowed = set(keys.JOB_QUEUES) if room is None else room
+        args: list[str | int] = [tenant]
+        for queue in keys.JOB_QUEUES:
+            args += [queue, int(queue in allowed)]
         got = self._pop(
             keys=[
                 keys.TENANTS_WAITING,
                 *(keys.tenant_waiting(tenant, q) for q in keys.JOB_QUEUES),
             ],
-            args=[tenant, *keys.JOB_QUEUES],
+            args=args,
         )
         if not got:
             return None
@@ -104,11 +115,12 @@ class FairQueues:
             pipe.zcard(keys.tenant_waiting(tenant, queue))
         return sum(int(n) for n in pipe.execute())
 
-    def celery_depth(self) -> int:
+    def celery_depths(self) -> dict[str, int]:
+        """Messages waiting in each of Celery's job queues."""
         pipe = self.client.pipeline(transaction=False)
         for queue in keys.JOB_QUEUES:
             pipe.llen(queue)
-        return sum(int(n) for n in pipe.execute())
+        return dict(zip(keys.JOB_QUEUES, (int(n) for n in pipe.execute()), strict=True))
 
 
 def waiting_anywhere(client: Redis) -> int:

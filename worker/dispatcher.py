@@ -1,7 +1,7 @@
 """The fair dispatcher: admits waiting jobs from the tenants' queues (``shared.fair``) to
 Celery, tenants taking turns by weight, keeping only ``RESQ_DISPATCH_BUFFER`` messages waiting
-in Celery's queues (enough that a free worker slot never waits, few enough that a newcomer's
-job waits behind no more than these).
+in each of Celery's job queues (enough that a free worker slot never waits, few enough that a
+newcomer's job waits behind no more than these).
 
 Every worker process runs one; a lease in Redis (``keys.DISPATCH_LOCK``, renewed while held)
 lets one of them dispatch at a time, and another takes over within ``LEASE_SECONDS`` when it
@@ -80,24 +80,28 @@ class Dispatcher:
     # ---- one round ------------------------------------------------------------------------
 
     def dispatch_once(self) -> int:
-        """Send jobs until Celery's queues hold ``buffer`` or nothing may go; how many went."""
-        room = self.buffer - self.fair.celery_depth()
+        """Send jobs until each Celery job queue holds ``buffer`` or nothing may go; how many
+        went."""
+        room = {q: self.buffer - n for q, n in self.fair.celery_depths().items()}
         waiting = self.fair.tenants()
         self.turns.forget(set(waiting))
         sent = 0
-        while room > 0 and waiting:
+        while waiting:
+            open_queues = {q for q, n in room.items() if n > 0}
+            if not open_queues:
+                break
             eligible = [t for t in waiting if not self._at_running_limit(t)]
             tenant = self.turns.next(eligible)
             if tenant is None:
                 break
-            job = self.fair.pop(tenant)
+            job = self.fair.pop(tenant, open_queues)
             if job is None:
-                waiting.remove(tenant)
+                waiting.remove(tenant)  # nothing it has may go now
                 continue
             response_id, queue = job
             self.send(response_id, queue)
             self.turns.sent(tenant, self.policy.of(tenant).weight)
-            room -= 1
+            room[queue] -= 1
             sent += 1
         return sent
 

@@ -224,3 +224,17 @@ def test_one_dispatcher_leads_at_a_time(redis: fakeredis.FakeRedis) -> None:
     assert first.lead() and not second.lead() and first.lead()
     redis.delete(keys.DISPATCH_LOCK)  # the leader's lease ran out
     assert second.lead() and not first.lead()
+
+
+def test_a_full_paused_queue_holds_back_only_its_own_tier(redis: fakeredis.FakeRedis) -> None:
+    fair = FairQueues(redis, buffer=0)
+    fair.park("a", keys.LOW_QUEUE, "flex", now=1)
+    fair.park("a", keys.QUEUE, "normal", now=2)
+    redis.rpush(keys.LOW_QUEUE, *[f"m{i}" for i in range(4)])  # paused: nobody takes these
+    sent: list[str] = []
+    dispatcher = Dispatcher(redis, lambda rid, _q: sent.append(rid), TenantPolicy(), buffer=4)
+    assert dispatcher.dispatch_once() == 1 and sent == ["normal"]
+    assert fair.tenants() == ["a"]  # flex still waits for room in its queue
+    redis.delete(keys.LOW_QUEUE)
+    assert dispatcher.dispatch_once() == 1 and sent == ["normal", "flex"]
+    assert fair.tenants() == []
