@@ -54,6 +54,8 @@ def load_settings(env: dict[str, str]) -> Settings:
         raise ConfigError("RESQ_WORKER_CONCURRENCY must be at least 1")
     if settings.shutdown_grace_seconds < 0:
         raise ConfigError("RESQ_SHUTDOWN_GRACE_SECONDS must not be negative")
+    if settings.dispatch_buffer < 1:
+        raise ConfigError("RESQ_DISPATCH_BUFFER must be 1 or more")
     return settings
 
 
@@ -62,6 +64,15 @@ def check_models_file(settings: Settings) -> None:
         Router.from_file(settings.models_file)
     except SettingsError as exc:
         raise ConfigError(f"RESQ_MODELS_FILE: {exc}") from None
+
+
+def check_tenants_file(settings: Settings) -> None:
+    from shared.tenancy import TenantPolicy  # only when checking: the launcher stays lean
+
+    try:
+        TenantPolicy.from_settings(settings)
+    except SettingsError as exc:
+        raise ConfigError(f"RESQ_TENANTS_FILE: {exc}") from None
 
 
 def check_port(host: str, port: int) -> None:
@@ -170,6 +181,7 @@ def check(env: dict[str, str]) -> Settings:
     """Every check, cheapest first; the settings if all pass."""
     settings = load_settings(env)
     check_models_file(settings)
+    check_tenants_file(settings)
     check_port(settings.host, settings.port)
     if settings.redis_url:
         check_redis(settings.redis_url)

@@ -25,6 +25,8 @@ def env(tmp_path: Path, **extra: str) -> dict[str, str]:
         ("RESQ_WORKER_CONCURRENCY", "0", "RESQ_WORKER_CONCURRENCY must be at least 1"),
         ("RESQ_SHUTDOWN_GRACE_SECONDS", "-1", "RESQ_SHUTDOWN_GRACE_SECONDS must not be negative"),
         ("RESQ_HEARTBEAT_SECONDS", "often", "RESQ_HEARTBEAT_SECONDS must be a number, got 'often'"),
+        ("RESQ_DISPATCH_BUFFER", "0", "RESQ_DISPATCH_BUFFER must be 1 or more"),
+        ("RESQ_FAIR_QUEUES", "maybe", "RESQ_FAIR_QUEUES must be true or false, got 'maybe'"),
     ],
 )
 def test_a_bad_setting_is_named(tmp_path: Path, setting: str, value: str, message: str) -> None:
@@ -40,6 +42,16 @@ def test_a_malformed_models_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         preflight.check_models_file(settings)
     assert str(info.value).startswith("RESQ_MODELS_FILE: ")
+
+
+def test_a_malformed_tenants_file_is_named(tmp_path: Path) -> None:
+    tenants = tmp_path / "tenants.toml"
+    tenants.write_text("[tenants.a]\nrequests_per_minute = 'lots'\n")
+    settings = preflight.load_settings(env(tmp_path, RESQ_TENANTS_FILE=str(tenants)))
+    with pytest.raises(ConfigError) as info:
+        preflight.check_tenants_file(settings)
+    assert str(info.value).startswith("RESQ_TENANTS_FILE: ")
+    assert "requests_per_minute must be a whole number" in str(info.value)
 
 
 def test_a_taken_port_is_found(tmp_path: Path) -> None:
