@@ -17,6 +17,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = (
+    "bench.fairness",
     "bench.profile",
     "bench.run",
     "bench.soak",
@@ -76,3 +77,22 @@ def test_a_small_soak_runs_and_loses_nothing(tmp_path: Path) -> None:
     )
     numbers = report["numbers"]
     assert numbers["lost"] == 0 and numbers["kills"] >= 1 and numbers["accepted"] == 12
+
+
+@pytest.mark.timeout(120)
+def test_a_tiny_fairness_run_completes(tmp_path: Path) -> None:
+    # Fair queues on only, A 40 jobs then B 3, 10 creates per tenant for the overhead: every
+    # job completes, B's waits come from the admin API and every row is filled in.
+    report = run_bench(
+        "bench.fairness",
+        *("--quick", "--fair", "on", "--jobs", "40", "--b-jobs", "3", "--creates", "10"),
+        *("--log-level", "WARNING"),
+        results=tmp_path,
+        report="fairness-*.json",
+    )
+    rows = {(r["scenario"], r["fair"]): r for r in report["rows"]}
+    assert set(rows) == {("alone", "on"), ("with_b", "on")}
+    assert rows["with_b", "on"]["A jobs"] == 40 and rows["with_b", "on"]["B wait max s"] >= 0
+    overhead = report["phases"]["on"]["overhead"]
+    assert overhead["p50_added_ms"] is not None
+    assert overhead["limiter_admit_us"]["bench-micro-limited"]["p50"] > 0
