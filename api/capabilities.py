@@ -102,13 +102,22 @@ def check_json_schema(req: CreateResponseRequest) -> None:
     fmt = req.text.format if req.text is not None else None
     if fmt is None or fmt.type != "json_schema" or fmt.schema_ is None:
         return
+    check_schema(
+        fmt.schema_,
+        what=f"Invalid schema for response_format '{fmt.name}'",
+        param="text.format.schema",
+    )
+
+
+def check_schema(schema: Any, *, what: str, param: str) -> None:
+    """``schema`` is a valid JSON Schema (Draft 2020-12), else a 400 ``invalid_json_schema``
+    whose message starts with ``what`` and says where."""
     try:
-        Draft202012Validator.check_schema(fmt.schema_)
+        Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
         where = "/".join(str(p) for p in exc.path)
         raise InvalidRequest(
-            f"Invalid schema for response_format '{fmt.name}': {exc.message}"
-            + (f" (at '{where}')." if where else "."),
-            param="text.format.schema",
+            f"{what}: {exc.message}" + (f" (at '{where}')." if where else "."),
+            param=param,
             code="invalid_json_schema",
         ) from None

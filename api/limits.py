@@ -19,7 +19,7 @@ from shared import keys, tokens
 from shared.errors import RateLimited, ServiceUnavailable
 from shared.model_context import count_method
 from shared.routing import Route
-from shared.tenancy import Verdict
+from shared.tenancy import Verdict, move_counts
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def admit(deps: Deps, tenant: str, *, tokens_wanted: int, background: bool) -> V
 def release(deps: Deps, tenant: str) -> None:
     """Undo an admission's ``queued`` count (the create did not queue after all)."""
     with contextlib.suppress(redis.RedisError):  # the reaper sets the counts again anyway
-        deps.bus.redis.hincrby(keys.tenant_counts(tenant), "queued", -1)
+        move_counts(deps.bus.redis, tenant, queued=-1)
 
 
 def _count_refusal(deps: Deps, tenant: str, limit: str) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from api.deps import Deps
-from api.prompts import find_prompt, version_number
+from api.prompts import find_prompt, prefixed, version_number
 from shared.errors import NotFound, ResqError
 from shared.prompts.render import check_variables, render, render_content
 from shared.schema.prompts import PromptReference, PromptVersionBody
@@ -52,8 +52,7 @@ def _reference(raw: Any) -> PromptReference:
     try:
         return parse_body(PromptReference, raw)
     except ResqError as exc:
-        exc.param = f"prompt.{exc.param}" if exc.param else "prompt"
-        raise
+        raise prefixed(exc, "prompt") from None
 
 
 def expand(deps: Deps, body: Any, *, tenant: str) -> Expanded | None:

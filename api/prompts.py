@@ -21,11 +21,9 @@ import time
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 
 from api.body import json_body
-from api.capabilities import check_json_schema
+from api.capabilities import check_json_schema, check_schema
 from api.deps import Deps, deps
 from api.query import list_page, list_params
 from shared import ids
@@ -93,8 +91,9 @@ def _at(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def _prefixed(exc: ResqError, prefix: str) -> ResqError:
-    """``exc`` with its param named inside the version (``version.temperature``)."""
+def prefixed(exc: ResqError, prefix: str) -> ResqError:
+    """``exc`` with its param named inside ``prefix`` (``version.temperature``,
+    ``prompt.id``)."""
     if prefix:
         exc.param = _at(prefix, exc.param) if exc.param else prefix
     return exc
@@ -107,25 +106,22 @@ def check_version(d: Deps, body: PromptVersionBody, prefix: str = "version") -> 
         req = parse_create_request({**settings, "model": body.model or "-", "input": "-"})
         check_json_schema(req)
     except ResqError as exc:
-        raise _prefixed(exc, prefix) from None
+        raise prefixed(exc, prefix) from None
     if body.model is not None:
         try:
             d.router.resolve(body.model)
         except ResqError as exc:
-            raise _prefixed(exc, prefix) from None
+            raise prefixed(exc, prefix) from None
     if body.instructions is not None:
         check_template(body.instructions, _at(prefix, "instructions"))
     for i, message in enumerate(body.messages):
         check_template(message.content, _at(prefix, f"messages[{i}].content"))
     if body.variables is not None:
-        try:
-            Draft202012Validator.check_schema(body.variables)
-        except SchemaError as exc:
-            raise InvalidRequest(
-                f"Invalid JSON Schema for the variables: {exc.message}.",
-                param=_at(prefix, "variables"),
-                code="invalid_json_schema",
-            ) from None
+        check_schema(
+            body.variables,
+            what="Invalid JSON Schema for the variables",
+            param=_at(prefix, "variables"),
+        )
     return body.dump()
 
 

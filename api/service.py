@@ -12,7 +12,6 @@ from typing import Any
 import redis
 
 from api.deps import Deps
-from shared import keys
 from shared.bus import StoredEvent
 from shared.errors import InvalidRequest, NotFound, ServerError, ServiceUnavailable
 from shared.fair import PARKED
@@ -20,6 +19,7 @@ from shared.lifecycle import close_log
 from shared.queue import queue_for
 from shared.schema.response import TERMINAL_STATUSES, Status
 from shared.store.tables import ResponseRow
+from shared.tenancy import move_counts
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def _forget_waiting(deps: Deps, row: ResponseRow) -> None:
     turn) and out of the tenant's queued count."""
     if deps.fair is not None:
         deps.fair.forget(row.tenant, row.id)
-    deps.bus.redis.hincrby(keys.tenant_counts(row.tenant), "queued", -1)
+    move_counts(deps.bus.redis, row.tenant, queued=-1)
 
 
 def _log_cancelled_before_start(deps: Deps, response_id: str) -> None:

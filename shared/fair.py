@@ -19,6 +19,7 @@ from __future__ import annotations
 from redis import Redis
 
 from shared import keys
+from shared.queue import queue_depths
 
 DIRECT = "direct"
 PARKED = "parked"
@@ -117,10 +118,7 @@ class FairQueues:
 
     def celery_depths(self) -> dict[str, int]:
         """Messages waiting in each of Celery's job queues."""
-        pipe = self.client.pipeline(transaction=False)
-        for queue in keys.JOB_QUEUES:
-            pipe.llen(queue)
-        return dict(zip(keys.JOB_QUEUES, (int(n) for n in pipe.execute()), strict=True))
+        return queue_depths(self.client, keys.JOB_QUEUES)
 
 
 def waiting_anywhere(client: Redis) -> int:

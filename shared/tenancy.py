@@ -247,6 +247,16 @@ class Limiter:
             self._settle(keys=[keys.tenant_buckets(tenant)], args=[now, tpm, charged - used])
 
 
+def move_counts(client: Redis, tenant: str, *, queued: int = 0, running: int = 0) -> None:
+    """Change a tenant's ``queued`` and ``running`` counts, in one round trip."""
+    pipe = client.pipeline(transaction=False)
+    if queued:
+        pipe.hincrby(keys.tenant_counts(tenant), "queued", queued)
+    if running:
+        pipe.hincrby(keys.tenant_counts(tenant), "running", running)
+    pipe.execute()
+
+
 class TenantCounters:
     """A worker's side of the counts: a job starts (queued → running), ends (running, and its
     tokens settled), or goes back to the queue. Redis errors are logged and left to the reaper,
@@ -256,20 +266,14 @@ class TenantCounters:
         self.client = client
         self.limiter = limiter
 
-    def _apply(self, tenant: str, queued: int, running: int) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hincrby(keys.tenant_counts(tenant), "queued", queued)
-        pipe.hincrby(keys.tenant_counts(tenant), "running", running)
-        pipe.execute()
-
     def started(self, tenant: str) -> None:
-        self._apply(tenant, -1, 1)
+        move_counts(self.client, tenant, queued=-1, running=1)
 
     def handed_back(self, tenant: str) -> None:
-        self._apply(tenant, 1, -1)
+        move_counts(self.client, tenant, queued=1, running=-1)
 
     def ended(self, tenant: str, *, charged: int, used: int, now: float) -> None:
-        self.client.hincrby(keys.tenant_counts(tenant), "running", -1)
+        move_counts(self.client, tenant, running=-1)
         if charged:
             self.limiter.settle(tenant, charged=charged, used=used, now=now)
 

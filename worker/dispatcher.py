@@ -85,18 +85,19 @@ class Dispatcher:
         room = {q: self.buffer - n for q, n in self.fair.celery_depths().items()}
         waiting = self.fair.tenants()
         self.turns.forget(set(waiting))
+        # Running counts move only as workers claim and end jobs: read them once a round,
+        # not once a job.
+        eligible = [t for t in waiting if not self._at_running_limit(t)]
         sent = 0
-        while waiting:
+        while eligible:
             open_queues = {q for q, n in room.items() if n > 0}
             if not open_queues:
                 break
-            eligible = [t for t in waiting if not self._at_running_limit(t)]
             tenant = self.turns.next(eligible)
-            if tenant is None:
-                break
+            assert tenant is not None
             job = self.fair.pop(tenant, open_queues)
             if job is None:
-                waiting.remove(tenant)  # nothing it has may go now
+                eligible.remove(tenant)  # nothing it has may go now
                 continue
             response_id, queue = job
             self.send(response_id, queue)

@@ -7,7 +7,6 @@ pool: ``worker.providers.http_stream``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,7 +26,7 @@ from worker.providers.base import (
     Usage,
     message_text,
 )
-from worker.providers.http_stream import StreamingHttpProvider
+from worker.providers.http_stream import StreamingHttpProvider, event_json, server_events
 from worker.providers.retry import AttemptFailed
 
 _FINISH: dict[str, FinishReason] = {
@@ -204,18 +203,10 @@ class ChatCompletionsProvider(StreamingHttpProvider):
 
     def deltas(self, url: str, response: httpx.Response) -> Iterator[Delta]:
         finished = False
-        for line in response.iter_lines():
-            if not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
-            if data == "[DONE]":
+        for event in server_events(response.iter_lines()):
+            if event.data.strip() == "[DONE]":
                 return
-            try:
-                chunk = json.loads(data)
-            except json.JSONDecodeError as exc:
-                raise AttemptFailed(
-                    f"upstream {url} sent a chunk that is not JSON", data[:200]
-                ) from exc
+            chunk = event_json(url, event)
             if chunk.get("error"):
                 raise AttemptFailed(
                     f"upstream {url} sent an error in the stream", _chunk_error(chunk)
